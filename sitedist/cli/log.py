@@ -1,0 +1,41 @@
+"""sitedist log CONFIG NAME: print the build log of a package (of a failed build, if it failed)."""
+
+import gzip
+import os
+
+import click
+
+from sitedist.errors import ConfigError
+
+
+@click.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("name")
+@click.option("--path", "path_only", is_flag=True, help="Print where the log is instead of the log.")
+def log(config, name, path_only):
+    """Print the build log of NAME: from its artifact when complete, else from a failed build's directory."""
+    from sitedist import sync as flow
+
+    ctx = flow.load(config)
+    nodes = [n for n in ctx.plan.find(name) if n.kind == "package"]
+    if not nodes:
+        raise ConfigError(f"'{name}' is not a package in the plan of {config}")
+    for n in nodes:
+        prefix = ctx.prefixes[n.key]
+        done = os.path.join(prefix, ".sitedist", "build.log.gz")
+        failed = os.path.join(ctx.store.build_path(n.name, n.version, n.aid), "build.log")
+        if os.path.exists(done):
+            path, opener = done, gzip.open
+        elif os.path.exists(failed):
+            path, opener = failed, open
+        else:
+            raise ConfigError(f"{n.label} ({n.aid}) has no build log: it has not been built "
+                              f"({ctx.states[n.key]})")
+        if path_only:
+            click.echo(path)
+            continue
+        if len(nodes) > 1:
+            click.echo(f"==> {n.label} {n.aid}: {path}")
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                click.echo(line, nl=False)

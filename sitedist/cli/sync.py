@@ -1,0 +1,97 @@
+"""sitedist sync CONFIG: build what the config selects and publish its modules and profiles."""
+
+import json
+import sys
+
+import click
+
+from sitedist.errors import BuildError
+
+
+@click.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print the plan (what exists, what would be built and why); write nothing.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=None,
+              help="CPU slots shared by concurrent builds and their make -j (default: config 'jobs', else all CPUs).")
+@click.option("-k", "--keep-going", is_flag=True, help="After a failed build, go on with everything not depending on it.")
+@click.option("--progress", type=click.Choice(["auto", "live", "plain", "json", "quiet"]), default="auto",
+              help="Live view on a terminal, timestamped lines otherwise (auto), or JSON events.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan (--dry-run) or the summary as JSON.")
+@click.option("--reprobe", is_flag=True, help="Probe the host again instead of using the cached probe.")
+def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe):
+    """Build every missing artifact CONFIG selects, then publish modules and profiles atomically."""
+    from sitedist import sync as flow
+
+    if dry_run:
+        ctx = flow.load(config, refresh_probe=reprobe)
+        if as_json:
+            click.echo(json.dumps(plan_json(ctx), indent=1))
+        else:
+            for line in flow.describe_plan(ctx):
+                click.echo(line)
+            click.echo("dry run: nothing was written")
+        return
+
+    from sitedist.build.progress import Progress
+
+    ctx = flow.load(config, refresh_probe=reprobe)
+    todo = ctx.to_build()
+    if not as_json and progress != "json":
+        for line in flow.describe_plan(ctx) if todo else flow.describe_plan(ctx)[-1:]:
+            click.echo(line, err=True)
+    meter = Progress(total=len(todo), stream=sys.stderr, mode="quiet" if as_json else progress) if todo else None
+
+    def on_wait(info):
+        from sitedist.core.locks import describe_holder
+
+        click.echo(f"waiting for a lock: {describe_holder(info)}", err=True)
+
+    result = flow.finish_sync(ctx, jobs=jobs, keep_going=keep_going, events=meter, on_wait=on_wait)
+    if meter:
+        meter.close()
+    if as_json:
+        click.echo(json.dumps(summary_json(result), indent=1))
+    else:
+        for line in summary_lines(result):
+            click.echo(line)
+    if not result.ok:
+        first = next(iter(result.failed.values()), None)
+        raise BuildError(str(first) if first else "some builds failed")
+
+
+def plan_json(ctx):
+    from sitedist.spec.resolve import why
+
+    return {"config": ctx.config.path, "store": ctx.store.root, "artifacts": [
+        {"name": n.name, "version": n.version, "id": n.aid, "kind": n.kind, "state": ctx.states[n.key],
+         "prefix": ctx.prefixes[n.key], "toolchain": n.toolchain.name if n.toolchain else None,
+         "reason": why(ctx.store, n) if ctx.states[n.key] == "missing" else None}
+        for n in ctx.plan.nodes]}
+
+
+def summary_json(result):
+    return {"ok": result.ok, "built": result.built, "failed": {k: str(v) for k, v in result.failed.items()},
+            "skipped": result.skipped, "report": result.report,
+            "modules": [getattr(p, "__dict__", str(p)) for p in (result.published or {}).get("modules", [])]
+            if result.published else None}
+
+
+def summary_lines(result):
+    lines = []
+    if result.built:
+        lines.append(f"built {len(result.built)}: " + ", ".join(result.built))
+    for key, exc in result.failed.items():
+        lines.append(f"FAILED {key}: {str(exc).splitlines()[0]}")
+        if getattr(exc, "log_path", None):
+            lines.append(f"  log: {exc.log_path}")
+    for key, cause in result.skipped.items():
+        lines.append(f"skipped {key}: depends on failed {cause}")
+    if result.report:
+        lines.append(f"report: {result.report.get('html')}")
+    for pub in (result.published or {}).get("modules", []):
+        lines.append(f"modules: {pub}")
+    for pub in (result.published or {}).get("profiles", []):
+        lines.append(f"profile: {pub}")
+    if result.ok and not result.built:
+        lines.append("nothing to build")
+    return lines

@@ -1,0 +1,313 @@
+"""The store: one directory of immutable, hash-named artifacts, plus sitedist's own state.
+
+Layout (see admin_docs/store.md)::
+
+    <root>/<name>/<version>-<id>/          an artifact (its own --prefix)
+        .sitedist/spec.json                the build spec that was hashed, plus facts about the build
+        .sitedist/build.log.gz             the build log
+        .sitedist/manifest.json            every file with its sha256, mode or link target
+        .sitedist/complete                 written last, by rename: the artifact is complete
+    <root>/.sitedist/store.json            store format version
+    <root>/.sitedist/src/<sha256>/<file>   source cache, keyed by checksum
+    <root>/.sitedist/build/<name>-<version>-<id>/   build directories (kept when a build fails)
+    <root>/.sitedist/locks/                lock files
+    <root>/.sitedist/gcroots/              registered GC roots
+    <root>/.sitedist/reports/              sync reports
+
+An artifact directory without ``.sitedist/complete`` is never used: it is a build that was interrupted,
+and is removed (under the artifact's lock) before the next build of it. Readers take no lock.
+"""
+
+import errno
+import grp
+import gzip
+import json
+import os
+import shutil
+import socket
+import stat
+import time
+
+from sitedist.core.hashing import file_sha256
+from sitedist.errors import StoreError
+
+FORMAT = 1
+META = ".sitedist"
+MARKER = "complete"
+SUBDIRS = ("bin", "sbin", "lib", "lib64", "include", "share/man", "man", "share/info", "lib/pkgconfig",
+           "lib64/pkgconfig", "share/pkgconfig", "lib/cmake", "lib64/cmake", "share/aclocal",
+           "share/cmake")
+
+
+def make_writable(path):
+    """Give the owner write access to a tree again (finished artifacts are read-only)."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        try:
+            os.chmod(dirpath, stat.S_IMODE(os.lstat(dirpath).st_mode) | stat.S_IWUSR | stat.S_IXUSR)
+        except OSError:
+            pass
+
+
+def remove_tree(path):
+    """Remove a directory tree even if it was made read-only."""
+    if not os.path.lexists(path):
+        return
+    if os.path.islink(path) or not os.path.isdir(path):
+        os.unlink(path)
+        return
+    make_writable(path)
+    shutil.rmtree(path)
+
+
+class Store:
+    """A store at ``root``. ``upstreams`` are other stores consulted read-only, in order."""
+
+    def __init__(self, root, upstreams=(), group=None, build_dir=None):
+        self.root = os.path.abspath(root)
+        self.upstreams = [Store(u) for u in upstreams]
+        self.group = group
+        self.meta = os.path.join(self.root, META)
+        self.src_dir = os.path.join(self.meta, "src")
+        self.build_root = build_dir or os.path.join(self.meta, "build")
+        self.lock_dir = os.path.join(self.meta, "locks")
+        self.gcroots_dir = os.path.join(self.meta, "gcroots")
+        self.reports_dir = os.path.join(self.meta, "reports")
+        self.tmp_dir = os.path.join(self.meta, "tmp")
+
+    # --- paths ---------------------------------------------------------------------------------
+
+    def prefix(self, name, version, aid):
+        return os.path.join(self.root, name, f"{version}-{aid}")
+
+    def lock_path(self, name, version, aid):
+        return os.path.join(self.lock_dir, f"{name}-{version}-{aid}.lock")
+
+    def build_path(self, name, version, aid):
+        return os.path.join(self.build_root, f"{name}-{version}-{aid}")
+
+    # --- state ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def is_complete(prefix):
+        return os.path.exists(os.path.join(prefix, META, MARKER))
+
+    def find(self, name, version, aid):
+        """The complete prefix of this artifact here or in an upstream, else None."""
+        for store in [self] + self.upstreams:
+            prefix = store.prefix(name, version, aid)
+            if self.is_complete(prefix):
+                return prefix
+        return None
+
+    def state(self, name, version, aid):
+        """'complete', 'upstream', 'incomplete' (an interrupted build) or 'missing'."""
+        prefix = self.prefix(name, version, aid)
+        if self.is_complete(prefix):
+            return "complete"
+        if any(self.is_complete(u.prefix(name, version, aid)) for u in self.upstreams):
+            return "upstream"
+        return "incomplete" if os.path.lexists(prefix) else "missing"
+
+    def artifacts(self):
+        """Every artifact directory here: (name, version, id, prefix, complete)."""
+        if not os.path.isdir(self.root):
+            return
+        for name in sorted(os.listdir(self.root)):
+            if name.startswith("."):
+                continue
+            pkg_dir = os.path.join(self.root, name)
+            if not os.path.isdir(pkg_dir) or os.path.islink(pkg_dir):
+                continue
+            for entry in sorted(os.listdir(pkg_dir)):
+                version, sep, aid = entry.rpartition("-")
+                if not sep:
+                    continue
+                prefix = os.path.join(pkg_dir, entry)
+                yield name, version, aid, prefix, self.is_complete(prefix)
+
+    @staticmethod
+    def read_spec(prefix):
+        with open(os.path.join(prefix, META, "spec.json"), encoding="utf-8") as f:
+            return json.load(f)
+
+    @staticmethod
+    def read_marker(prefix):
+        with open(os.path.join(prefix, META, MARKER), encoding="utf-8") as f:
+            return json.load(f)
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def check_writable(self):
+        """Fail early, before any work, when this user cannot write the store."""
+        probe = self.root
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        target = self.meta if os.path.isdir(self.meta) else probe
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"permission denied: cannot write the store at {self.root} (as user "
+                f"{_user()}). Nothing was changed.\n  hint: to build your own packages on top of this "
+                f"store, use your own 'store:' (e.g. ~/.sitedist/store) and list {self.root} under "
+                f"'upstreams:'; see admin_docs/user-stacks.md")
+
+    def init(self):
+        self.check_writable()
+        for d in (self.root, self.meta, self.src_dir, self.build_root, self.lock_dir, self.gcroots_dir,
+                  self.reports_dir, self.tmp_dir):
+            self._mkdir(d, shared=True)
+        info = os.path.join(self.meta, "store.json")
+        if not os.path.exists(info):
+            self.write_json_atomic(info, {"format": FORMAT, "created": time.time()})
+        else:
+            with open(info, encoding="utf-8") as f:
+                fmt = json.load(f).get("format")
+            if fmt != FORMAT:
+                raise StoreError(f"{self.root} is a store of format {fmt}; this sitedist knows format {FORMAT}")
+
+    def _gid(self):
+        if not self.group:
+            return None
+        try:
+            return grp.getgrnam(self.group).gr_gid
+        except KeyError:
+            raise StoreError(f"store.group: no such group '{self.group}'") from None
+
+    def _mkdir(self, path, shared=False):
+        """mkdir -p; with a store group, new directories get the group, setgid, and (shared ones) g+w."""
+        if os.path.isdir(path):
+            return
+        parent = os.path.dirname(path)
+        if parent != path:
+            self._mkdir(parent, shared)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot create {path}: {exc.strerror}") from None
+        gid = self._gid()
+        if gid is not None and path.startswith(self.root):
+            os.chown(path, -1, gid)
+            mode = stat.S_IMODE(os.stat(path).st_mode) | stat.S_ISGID | stat.S_IRGRP | stat.S_IXGRP
+            if shared:
+                mode |= stat.S_IWGRP
+            os.chmod(path, mode)
+
+    def write_json_atomic(self, path, data):
+        tmp = f"{path}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def prepare_prefix(self, prefix):
+        """Under the artifact's lock: remove what an interrupted build left, create the directory."""
+        if os.path.lexists(prefix):
+            remove_tree(prefix)
+        self._mkdir(os.path.dirname(prefix), shared=True)
+        self._mkdir(prefix)
+
+    def complete(self, prefix, spec, log_path, extra=None):
+        """Seal an installed prefix: spec, compressed log, manifest, read-only, then the marker."""
+        meta = os.path.join(prefix, META)
+        os.makedirs(meta, exist_ok=True)
+        self.write_json_atomic(os.path.join(meta, "spec.json"), spec)
+        if log_path and os.path.exists(log_path):
+            with open(log_path, "rb") as src, gzip.open(os.path.join(meta, "build.log.gz"), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        manifest = build_manifest(prefix)
+        self.write_json_atomic(os.path.join(meta, "manifest.json"), manifest)
+        subdirs = [d for d in SUBDIRS if os.path.isdir(os.path.join(prefix, d))]
+        size = sum(e.get("size", 0) for e in manifest["files"].values())
+        gid = self._gid()
+        seal(prefix, gid)
+        marker = {"id": spec.get("id"), "completed": time.time(), "host": socket.gethostname(),
+                  "subdirs": subdirs, "files": len(manifest["files"]), "bytes": size, **(extra or {})}
+        # The marker goes in last, by rename, into the read-only meta dir (opened for this step only).
+        os.chmod(meta, 0o755)
+        self.write_json_atomic(os.path.join(meta, MARKER), marker)
+        os.chmod(os.path.join(meta, MARKER), 0o444)
+        os.chmod(meta, 0o555 if gid is None else 0o2555)
+        _fsync_dir(meta)
+        return marker
+
+
+def _user():
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (KeyError, ImportError):
+        return str(os.getuid())
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def build_manifest(prefix):
+    """Every file under ``prefix`` (outside .sitedist/): sha256 and mode, or the link target."""
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(prefix):
+        rel_dir = os.path.relpath(dirpath, prefix)
+        if rel_dir == META or rel_dir.startswith(META + os.sep):
+            dirnames[:] = []
+            continue
+        if rel_dir == ".":
+            dirnames[:] = [d for d in dirnames if d != META]
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                files[rel] = {"link": os.readlink(path)}
+            elif stat.S_ISREG(st.st_mode):
+                files[rel] = {"sha256": file_sha256(path), "mode": oct(stat.S_IMODE(st.st_mode) & 0o777),
+                              "size": st.st_size}
+                _fsync_file(path)
+    return {"format": 1, "files": files}
+
+
+def _fsync_file(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EACCES):
+            raise
+
+
+def seal(prefix, gid=None):
+    """Make an artifact read-only for everyone (owner included); with a group, owned by it."""
+    for dirpath, dirnames, filenames in os.walk(prefix, topdown=False):
+        for name in filenames + dirnames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                if gid is not None:
+                    os.lchown(path, -1, gid)
+                continue
+            if gid is not None:
+                os.chown(path, -1, gid)
+            mode = stat.S_IMODE(st.st_mode) & ~0o222
+            if stat.S_ISDIR(st.st_mode):
+                mode |= 0o555
+            else:
+                mode |= 0o444
+                if st.st_mode & 0o111:
+                    mode |= 0o555
+            os.chmod(path, mode & ~(stat.S_ISUID | stat.S_ISGID) | (stat.S_ISGID if gid is not None and stat.S_ISDIR(st.st_mode) else 0))
+    if gid is not None:
+        os.chown(prefix, -1, gid)
+    os.chmod(prefix, 0o555 | (stat.S_ISGID if gid is not None else 0))

@@ -1,0 +1,241 @@
+"""From a site config's ``host:`` and ``toolchains:`` and a probe of the machine to the host packages
+and toolchains that builds use.
+
+A host package (a vendor compiler or MPI) is never built. In the store it gets a small prefix whose
+``bin/`` holds links to its drivers under their usual names (so that ``mpicc`` means Open MPI in a
+build or module that uses Open MPI, although Debian names it ``mpicc.openmpi``); its id is the hash
+of its probed identity (see admin_docs/host-packages.md), never of its paths.
+"""
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from sitedist.core.hashing import PROTOCOL, artifact_id
+from sitedist.errors import ConfigError, HostError
+
+COMPILER_LINKS = {"cc": "cc", "cxx": "cxx", "fc": "fc"}
+
+
+@dataclass
+class HostPackage:
+    name: str            # module and store name: the compiler family or MPI implementation
+    kind: str            # 'compiler' | 'mpi'
+    version: str
+    probed: object       # sitedist.host.probe.Compiler or MPI
+    links: dict          # bin/<link name> -> absolute driver path
+    build_env: dict      # variables builds see: CC, CXX, FC, F77 or MPICC, MPICXX, MPIFC
+    description: str = ""
+
+    @property
+    def identity(self):
+        return self.probed.identity()
+
+    @property
+    def aid(self):
+        return artifact_id({"protocol": PROTOCOL, "kind": "host", "name": self.name, "identity": self.identity})
+
+
+@dataclass
+class Toolchain:
+    name: str
+    compiler: HostPackage
+    mpi: Optional[HostPackage] = None
+    default: bool = False
+    where: str = ""
+
+    def identity(self):
+        return {"compiler": self.compiler.identity, "mpi": self.mpi.identity if self.mpi else None}
+
+    def host_packages(self):
+        return [p for p in (self.compiler, self.mpi) if p is not None]
+
+
+@dataclass
+class Host:
+    packages: dict = field(default_factory=dict)   # name -> HostPackage
+    toolchains: dict = field(default_factory=dict)  # name -> Toolchain ('default' always present)
+    target: dict = field(default_factory=dict)
+    problems: list = field(default_factory=list)
+
+
+def _compiler_package(c):
+    links, env = {}, {}
+    names = {"gcc": ("gcc", "g++", "gfortran"), "clang": ("clang", "clang++", "flang"),
+             "intel": ("icx", "icpx", "ifx"), "nvhpc": ("nvc", "nvc++", "nvfortran"),
+             "aocc": ("amdclang", "amdclang++", "amdflang"), "cray": ("cc", "CC", "ftn")}
+    own = names.get(c.name, (c.name, c.name + "++", c.name + "-fortran"))
+    for driver, own_name, generic, var in ((c.cc, own[0], "cc", "CC"), (c.cxx, own[1], "c++", "CXX"),
+                                           (c.fc, own[2], "f95", "FC")):
+        if driver:
+            links[own_name] = driver
+            links.setdefault(generic, driver)
+            env[var] = driver
+    if c.fc:
+        env["F77"] = c.fc
+    return HostPackage(name=c.name, kind="compiler", version=c.version, probed=c, links=links, build_env=env,
+                       description=f"{c.name} {c.version} compilers ({', '.join(c.languages)}) of the host")
+
+
+def _mpi_package(m):
+    links, env = {}, {}
+    for driver, link_names, var in ((m.mpicc, ("mpicc",), "MPICC"), (m.mpicxx, ("mpicxx", "mpic++"), "MPICXX"),
+                                    (m.mpifc, ("mpifort", "mpif90", "mpif77"), "MPIFC"),
+                                    (m.mpirun, ("mpirun", "mpiexec"), None)):
+        if driver:
+            for link in link_names:
+                links[link] = driver
+            if var:
+                env[var] = driver
+    if m.mpifc:
+        env["MPIF77"] = m.mpifc
+    return HostPackage(name=m.name, kind="mpi", version=m.version, probed=m, links=links, build_env=env,
+                       description=f"{m.name} {m.version} MPI of the host (wraps {m.wraps})")
+
+
+def _split(spec):
+    name, _, version = spec.partition("@")
+    return name, version or None
+
+
+def _probe_cache_key(extra_dirs, path):
+    """Probing runs compilers; its result is reused while PATH and its directories are unchanged."""
+    from sitedist import __version__
+
+    h = hashlib.sha256(f"{__version__}\0{path}\0{extra_dirs}".encode())
+    for d in list(extra_dirs) + path.split(os.pathsep):
+        try:
+            st = os.stat(d)
+            h.update(f"{d}\0{st.st_mtime_ns}\0{st.st_ino}\0".encode())
+        except OSError:
+            h.update(f"{d}\0-\0".encode())
+    return h.hexdigest()[:32]
+
+
+def probe_cached(cache_dir, extra_dirs=(), timeout=10.0, refresh=False):
+    """``probe_host`` with a cache keyed by PATH and the state of its directories."""
+    from sitedist.host import probe
+
+    path = os.environ.get("PATH", "")
+    key = _probe_cache_key(tuple(extra_dirs), path)
+    cache_file = os.path.join(cache_dir, f"probe-{key}.json") if cache_dir else None
+    if cache_file and not refresh and os.path.exists(cache_file):
+        try:
+            with open(cache_file, encoding="utf-8") as f:
+                return probe.ProbeReport.from_json(json.load(f))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    report = probe.probe_host(extra_dirs=tuple(extra_dirs), path=path, timeout=timeout)
+    if cache_file:
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            tmp = f"{cache_file}.{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(report.to_json(), f)
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass
+    return report
+
+
+def resolve_host(config, report):
+    """The host packages a config uses: probed ones (filtered and pinned) and declared ones."""
+    from sitedist.host import probe
+
+    host_cfg = config.host
+    timeout = host_cfg.get("timeout", 10.0)
+    packages = {}
+
+    def wanted(kind_key, name):
+        sel = host_cfg.get(kind_key, "probe")
+        if sel == "none":
+            return False
+        return sel == "probe" or name in [_split(s)[0] for s in sel]
+
+    for c in sorted(report.compilers, key=lambda c: probe_version_key(c.version), reverse=True):
+        if wanted("compilers", c.name) and c.name not in packages:
+            packages[c.name] = _compiler_package(c)
+        elif wanted("compilers", c.name):
+            packages.setdefault(f"{c.name}@{c.version}", _compiler_package(c))
+    for m in report.mpis:
+        if wanted("mpi", m.name) and m.name not in packages:
+            packages[m.name] = _mpi_package(m)
+
+    for name, decl in (host_cfg.get("packages") or {}).items():
+        where = config.where("host", "packages", name)
+        pin = str(decl["version"]) if "version" in decl else None
+        if "prefix" in decl:
+            kind = decl.get("kind")
+            if kind not in ("compiler", "mpi"):
+                raise ConfigError(f"host package {name}: a declared host package needs 'kind: compiler' or "
+                                  f"'kind: mpi'", where=where)
+            impl = decl.get("implementation", name)
+            try:
+                if kind == "compiler":
+                    pkg = _compiler_package(probe.probe_declared_compiler(impl, decl["prefix"], pin, timeout))
+                else:
+                    pkg = _mpi_package(probe.probe_declared_mpi(impl, decl["prefix"], pin, timeout))
+            except HostError as exc:
+                raise HostError(f"{where}: host package {name}: {exc}") from None
+            pkg.name = name
+            packages[name] = pkg
+            continue
+        found = [p for key, p in packages.items() if p.name == name]
+        if not found:
+            raise HostError(f"{where}: host package {name} is pinned but was not found on this machine; "
+                            f"found: {', '.join(sorted(packages)) or 'nothing'}. Put its bin directory under "
+                            f"'host: paths:' or declare it with 'prefix:'.")
+        if pin is not None:
+            matching = [p for p in found if probe.version_matches(pin, p.version)]
+            if not matching:
+                raise HostError(f"{where}: host package {name}: the config pins version {pin} but this machine "
+                                f"has {', '.join(p.version for p in found)}. Update the pin if the vendor "
+                                f"stack was upgraded on purpose (every package built with it gets new hashes).")
+            for key in [k for k, p in packages.items() if p.name == name]:
+                del packages[key]
+            packages[name] = matching[0]
+    return packages
+
+
+def probe_version_key(version):
+    from sitedist.spec.recipe import version_key
+
+    return version_key(version)
+
+
+def resolve_toolchains(config, packages):
+    compilers = {k: p for k, p in packages.items() if p.kind == "compiler"}
+
+    def pick(spec, kind, where):
+        name, version = _split(spec)
+        from sitedist.host import probe
+
+        candidates = [p for p in packages.values()
+                      if p.kind == kind and p.name == name and (version is None or probe.version_matches(version, p.version))]
+        if not candidates:
+            have = ", ".join(sorted(f"{p.name}@{p.version}" for p in packages.values() if p.kind == kind)) or "none"
+            raise ConfigError(f"no host {kind} '{spec}' (this machine has: {have})", where=where,
+                              hint=f"check the name, or declare it under 'host: packages:' with its prefix")
+        return max(candidates, key=lambda p: probe_version_key(p.version))
+
+    toolchains = {}
+    default_spec = config.host.get("default_compiler")
+    if default_spec:
+        default_compiler = pick(default_spec, "compiler", config.where("host", "default_compiler"))
+    else:
+        gcc = [p for p in compilers.values() if p.name == "gcc"]
+        default_compiler = (max(gcc, key=lambda p: probe_version_key(p.version)) if gcc
+                            else next(iter(compilers.values()), None))
+    for name, tc in config.toolchains.items():
+        where = config.where("toolchains", name)
+        compiler = pick(tc["compiler"], "compiler", where)
+        mpi = pick(tc["mpi"], "mpi", where) if tc.get("mpi") else None
+        toolchains[name] = Toolchain(name=name, compiler=compiler, mpi=mpi, where=where)
+    if "default" not in toolchains:
+        if default_compiler is None:
+            toolchains["default"] = None
+        else:
+            toolchains["default"] = Toolchain(name="default", compiler=default_compiler, default=True)
+    return toolchains

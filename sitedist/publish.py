@@ -1,0 +1,74 @@
+"""Publishing: from a built plan to module entries and profiles, switched in atomically.
+
+With more than one CPU target, each target gets its own module tree under ``<modules.root>/<target>``
+(the way sites with skylake and zen3 partitions point each partition's MODULEPATH at its own tree).
+"""
+
+import os
+
+from sitedist.core.store import Store
+
+
+def _entry(ctx, node):
+    from sitedist.modules.entry import ModuleEntry
+
+    prefix = ctx.prefixes[node.key]
+    try:
+        subdirs = tuple(Store.read_marker(prefix).get("subdirs", ()))
+    except (OSError, ValueError):
+        subdirs = ()
+    if node.kind != "package":
+        host = node.host
+        env = tuple(("set", var, path) for var, path in sorted(host.build_env.items()))
+        return ModuleEntry(name=node.name, version=node.version, prefix=prefix, artifact_id=node.aid,
+                           kind=node.kind, description=host.description, env=env, subdirs=subdirs,
+                           explicit=True)
+    tc = node.toolchain
+    recipe = node.recipe
+    env = tuple((op, var, value) for op in ("set", "prepend", "append")
+                for var, value in sorted(recipe.env.get(op, {}).items()))
+    defaults = {k: v["default"] for k, v in recipe.options.items()}
+    options = tuple(sorted((k, str(v)) for k, v in node.options.items() if defaults.get(k) != v))
+    return ModuleEntry(
+        name=node.name, version=node.version, prefix=prefix, artifact_id=node.aid, kind="package",
+        description=recipe.description, homepage=recipe.homepage,
+        compiler=None if tc.default else (tc.compiler.name, tc.compiler.version),
+        mpi=(tc.mpi.name, tc.mpi.version) if tc.mpi else None,
+        toolchain="" if tc.default else tc.name,
+        options=options,
+        run_depends=tuple((d.name, d.version, d.aid) for d in node.deps.get("run", [])),
+        env=env, subdirs=subdirs, explicit=node.explicit,
+    )
+
+
+def module_entries(ctx, target=None):
+    return [_entry(ctx, n) for n in ctx.plan.nodes
+            if n.kind != "package" or target is None or n.target == target]
+
+
+def publish_modules(ctx, lock_factory=None):
+    from sitedist.core.locks import StoreLock
+    from sitedist.modules.publish import publish
+
+    config = ctx.config.modules
+    if config is None:
+        return []
+    results = []
+    targets = ctx.plan.targets
+    for target in targets:
+        cfg = dict(config)
+        if len(targets) > 1:
+            cfg["root"] = os.path.join(config["root"], target)
+        os.makedirs(cfg["root"], exist_ok=True)
+        lock = StoreLock(os.path.join(cfg["root"], ".publish.lock"), what="publishing modules")
+        results.append(publish(module_entries(ctx, target if len(targets) > 1 else None), cfg, lock=lock))
+    return results
+
+
+def publish_all(ctx):
+    published = {"modules": publish_modules(ctx)}
+    if ctx.config.profiles:
+        from sitedist.profiles import publish_profiles
+
+        published["profiles"] = publish_profiles(ctx)
+    return published

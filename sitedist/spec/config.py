@@ -1,0 +1,271 @@
+"""Loading a site config: the file, what it ``extends``, validation, paths, defaults.
+
+Merge rule for ``extends``: the configs named in ``extends`` are loaded in order, later ones override
+earlier ones, and the file itself overrides them all. Mappings merge key by key (so a cluster file can
+change one package's version), scalars are replaced, and search lists (``recipes``, ``mirrors``,
+``upstreams``, ``host.paths``) put the overriding file's entries first, then the base's.
+
+Every relative path is relative to the directory of the file that names it; ``~`` and ``$VARS`` are
+expanded.
+"""
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from sitedist.errors import ConfigError
+from sitedist.spec.marked_yaml import MarkedDict, MarkedList, load_file
+from sitedist.spec.schema import SITE_CONFIG, validate
+
+SEARCH_LISTS = ("recipes", "mirrors", "upstreams")
+# (dotted key, kind) of every path-valued setting; '*' stands for any key of a mapping.
+PATH_KEYS = [
+    ("store", "path"), ("store.root", "path"), ("store.build_dir", "path"),
+    ("recipes", "paths"), ("mirrors", "mirrors"), ("upstreams", "paths"),
+    ("modules.root", "path"), ("modules.templates", "path"), ("modules.lmod_cache", "path"),
+    ("host.paths", "paths"), ("host.packages.*.prefix", "path"), ("profiles.*.root", "path"),
+]
+
+MODULE_DEFAULTS = {
+    "formats": ["lua", "tcl"],
+    "layout": "flat",
+    "naming": "{{name}}/{{version}}",
+    "disambiguate": [],
+    "defaults": {},
+    "hide_implicit": True,
+    "templates": None,
+    "header": None,
+    "footer": None,
+    "keep": 5,
+    "lmod_cache": None,
+}
+
+
+def default_user_root():
+    return os.path.join(os.path.expanduser("~"), ".sitedist")
+
+
+@dataclass
+class PackageRequest:
+    name: str
+    version: Optional[str]
+    options: dict
+    toolchains: list
+    recipe: str
+    where: str
+
+
+@dataclass
+class ProfileSpec:
+    name: str
+    packages: list
+    root: str
+    conflicts: str = "error"
+    prefer: list = field(default_factory=list)
+    keep: int = 10
+    where: str = ""
+
+
+@dataclass
+class SiteConfig:
+    path: str
+    files: list
+    store_root: str
+    store_group: Optional[str]
+    build_dir: Optional[str]
+    keep_failed: bool
+    recipe_dirs: list
+    mirrors: list
+    upstreams: list
+    packages: dict
+    toolchains: dict
+    host: dict
+    targets: list
+    modules: Optional[dict]
+    profiles: dict
+    jobs: Optional[int]
+    raw: dict  # the merged, marked document: for error locations
+
+    def where(self, *path):
+        """file:line of a setting, for error messages."""
+        node, best = self.raw, getattr(self.raw, "mark", None) or self.path
+        for step in path:
+            if isinstance(node, (MarkedDict, MarkedList)):
+                best = node.mark_of(step) or best
+            try:
+                node = node[step]
+            except (KeyError, IndexError, TypeError):
+                break
+        return str(best)
+
+
+def _expand(value, base_dir):
+    value = os.path.expandvars(os.path.expanduser(value))
+    return os.path.normpath(os.path.join(base_dir, value))
+
+
+def _resolve_paths(doc, base_dir):
+    def visit(node, parts, kind):
+        if not parts:
+            return
+        head, rest = parts[0], parts[1:]
+        if not isinstance(node, dict):
+            return
+        keys = list(node) if head == "*" else ([head] if head in node else [])
+        for key in keys:
+            value = node[key]
+            if rest:
+                visit(value, rest, kind)
+            elif kind == "path" and isinstance(value, str):
+                node[key] = _expand(value, base_dir)
+            elif kind in ("paths", "mirrors"):
+                items = [value] if isinstance(value, str) else value
+                if isinstance(items, list):
+                    out = MarkedList(
+                        v if (kind == "mirrors" and "://" in v) else _expand(v, base_dir) for v in items
+                    )
+                    out.mark = getattr(value, "mark", None)
+                    out.item_marks = list(getattr(value, "item_marks", []))
+                    node[key] = out
+
+    for dotted, kind in PATH_KEYS:
+        visit(doc, dotted.split("."), kind)
+
+
+def _merge(base, over, key=None):
+    """Merge ``over`` onto ``base`` (both marked), keeping marks of the winning values."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = MarkedDict()
+        out.mark = getattr(over, "mark", None) or getattr(base, "mark", None)
+        for k in list(base) + [k for k in over if k not in base]:
+            if k in base and k in over:
+                out[k] = _merge(base[k], over[k], k)
+                out.key_marks[k] = over.key_marks.get(k) if hasattr(over, "key_marks") else None
+            elif k in over:
+                out[k] = over[k]
+                out.key_marks[k] = getattr(over, "key_marks", {}).get(k)
+            else:
+                out[k] = base[k]
+                out.key_marks[k] = getattr(base, "key_marks", {}).get(k)
+        return out
+    if key in SEARCH_LISTS + ("paths",) and isinstance(base, list) and isinstance(over, list):
+        out = MarkedList(list(over) + [v for v in base if v not in over])
+        out.mark = getattr(over, "mark", None)
+        out.item_marks = list(getattr(over, "item_marks", [])) + [
+            m for v, m in zip(base, getattr(base, "item_marks", [])) if v not in over
+        ]
+        return out
+    return over
+
+
+def _load_tree(path, chain):
+    path = os.path.abspath(path)
+    if path in chain:
+        cycle = " -> ".join(chain[chain.index(path):] + [path])
+        raise ConfigError(f"'extends' forms a cycle: {cycle}", where=path,
+                          hint="remove one of the 'extends' entries")
+    doc = load_file(path)
+    if doc is None:
+        doc = MarkedDict()
+    validate(doc, SITE_CONFIG, path, "site config")
+    base_dir = os.path.dirname(path)
+    _resolve_paths(doc, base_dir)
+    files = [path]
+    merged = MarkedDict()
+    extends = doc.get("extends", [])
+    extends = [extends] if isinstance(extends, str) else extends
+    for i, name in enumerate(extends):
+        target = _expand(name, base_dir)
+        if not os.path.isfile(target):
+            where = doc["extends"].mark_of(i) if isinstance(doc["extends"], MarkedList) else doc.mark_of("extends")
+            raise ConfigError(f"extends: no such config file {target}", where=str(where),
+                              hint="paths in 'extends' are relative to the file that names them")
+        sub, sub_files = _load_tree(target, chain + [path])
+        merged = _merge(merged, sub)
+        files += [f for f in sub_files if f not in files]
+    doc = MarkedDict(doc) if not isinstance(doc, MarkedDict) else doc
+    doc.pop("extends", None)
+    return _merge(merged, doc), files
+
+
+def _as_list(value):
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def load_config(path):
+    """Load, merge and validate a site config; returns a :class:`SiteConfig`."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"site config not found: {path}")
+    raw, files = _load_tree(path, [])
+    path = os.path.abspath(path)
+
+    store = raw.get("store")
+    user_root = default_user_root()
+    if store is None:
+        store = {"root": os.path.join(user_root, "store")}
+    elif isinstance(store, str):
+        store = {"root": store}
+
+    packages = {}
+    for name, body in (raw.get("packages") or {}).items():
+        body = body or {}
+        version = body.get("version")
+        packages[name] = PackageRequest(
+            name=name,
+            version=str(version) if version is not None else None,
+            options=dict(body.get("options") or {}),
+            toolchains=list(body.get("toolchains") or []),
+            recipe=body.get("recipe", name),
+            where=str(raw["packages"].mark_of(name)),
+        )
+
+    modules = raw.get("modules")
+    if modules is not None:
+        modules = {**MODULE_DEFAULTS, **dict(modules)}
+        if "root" not in modules:
+            if raw.get("store") is None:
+                modules["root"] = os.path.join(user_root, "modules")
+            else:
+                raise ConfigError("modules: 'root' is required (where the module tree is published)",
+                                  where=str(raw.mark_of("modules")),
+                                  hint="add e.g. 'root: /opt/site/modules' under 'modules:'")
+        modules["defaults"] = {k: str(v) for k, v in (modules.get("defaults") or {}).items()}
+        modules["formats"] = list(modules["formats"])
+        modules["disambiguate"] = list(modules["disambiguate"])
+
+    profiles = {}
+    for name, body in (raw.get("profiles") or {}).items():
+        if isinstance(body, list):
+            body = {"packages": body}
+        profiles[name] = ProfileSpec(
+            name=name,
+            packages=list(body["packages"]),
+            root=body.get("root") or os.path.join(os.path.dirname(store["root"]), "profiles", name),
+            conflicts=body.get("conflicts", "error"),
+            prefer=list(body.get("prefer", [])),
+            keep=body.get("keep", 10),
+            where=str(raw["profiles"].mark_of(name)),
+        )
+
+    recipe_dirs = _as_list(raw.get("recipes"))
+    return SiteConfig(
+        path=path,
+        files=files,
+        store_root=store["root"],
+        store_group=store.get("group"),
+        build_dir=store.get("build_dir"),
+        keep_failed=store.get("keep_failed", True),
+        recipe_dirs=recipe_dirs,
+        mirrors=_as_list(raw.get("mirrors")),
+        upstreams=_as_list(raw.get("upstreams")),
+        packages=packages,
+        toolchains={k: dict(v) for k, v in (raw.get("toolchains") or {}).items()},
+        host=dict(raw.get("host") or {}),
+        targets=_as_list(raw.get("target")) or ["generic"],
+        modules=modules,
+        profiles=profiles,
+        jobs=raw.get("jobs"),
+        raw=raw,
+    )

@@ -1,0 +1,138 @@
+"""YAML loading that remembers where every value came from.
+
+Mappings load as :class:`MarkedDict` and sequences as :class:`MarkedList`; both are plain dict/list
+subclasses that also carry the ``file:line`` of themselves and of each of their items, so that any
+error found later (by the JSON Schema check or by the resolver) can name the line to fix.
+
+Only safe loading is used: YAML tags that would construct Python objects are errors. Duplicate keys
+in one mapping are errors too (PyYAML would silently keep the last one, hiding a typo).
+"""
+
+import yaml
+
+from sitedist.errors import ConfigError
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class Mark:
+    __slots__ = ("file", "line")
+
+    def __init__(self, file, line):
+        self.file = file
+        self.line = line
+
+    def __str__(self):
+        return f"{self.file}:{self.line}"
+
+    __repr__ = __str__
+
+
+class MarkedDict(dict):
+    """A mapping with ``mark`` (where it starts) and ``key_marks`` (where each key stands)."""
+
+    mark = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.key_marks = {}
+
+    def mark_of(self, key):
+        return self.key_marks.get(key, self.mark)
+
+
+class MarkedList(list):
+    """A sequence with ``mark`` and ``item_marks`` (one per item)."""
+
+    mark = None
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.item_marks = []
+
+    def mark_of(self, index):
+        if isinstance(index, int) and 0 <= index < len(self.item_marks):
+            return self.item_marks[index]
+        return self.mark
+
+
+def _make_loader(filename):
+    class Loader(_Loader):
+        pass
+
+    def mark(node):
+        return Mark(filename, node.start_mark.line + 1)
+
+    def construct_mapping(loader, node):
+        loader.flatten_mapping(node)
+        result = MarkedDict()
+        result.mark = mark(node)
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                raise ConfigError("a mapping key must be a plain name", where=str(mark(key_node)))
+            key = str(key) if not isinstance(key, str) else key
+            if key in result:
+                raise ConfigError(
+                    f"duplicate key '{key}' (first at line {result.key_marks[key].line})",
+                    where=str(mark(key_node)),
+                    hint="remove one of them; YAML keeps only the last",
+                )
+            result[key] = loader.construct_object(value_node, deep=True)
+            result.key_marks[key] = mark(key_node)
+        return result
+
+    def construct_sequence(loader, node):
+        result = MarkedList(loader.construct_object(child, deep=True) for child in node.value)
+        result.mark = mark(node)
+        result.item_marks = [mark(child) for child in node.value]
+        return result
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, construct_sequence)
+    return Loader
+
+
+def load_text(text, filename):
+    """Parse YAML text; ``filename`` is what errors will name."""
+    try:
+        return yaml.load(text, Loader=_make_loader(filename))  # noqa: S506 - a SafeLoader subclass
+    except ConfigError:
+        raise
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        where = f"{filename}:{line}" if line else filename
+        problem = exc.problem or "invalid YAML"
+        if "could not determine a constructor" in str(exc):
+            problem = f"YAML tags are not allowed here ({problem})"
+        raise ConfigError(f"YAML syntax error: {problem}", where=where,
+                          hint=exc.context or "check indentation and quoting on this line") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML error: {exc}", where=filename) from None
+
+
+def load_file(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    return load_text(text, str(path))
+
+
+def mark_at(document, path):
+    """The most precise mark for the value at ``path`` (a sequence of keys/indices) in ``document``."""
+    node = document
+    best = getattr(document, "mark", None)
+    for step in path:
+        if isinstance(node, (MarkedDict, MarkedList)):
+            found = node.mark_of(step)
+            if found is not None:
+                best = found
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            break
+    return best

@@ -1,0 +1,258 @@
+"""Recipes: how to build one package (``<recipe dir>/<name>.yml``).
+
+A recipe names its versions (each with its source), its dependencies, a build style and the
+arguments of that style, options with defaults, patches, and the environment its module sets.
+:func:`render_script` turns a recipe, a version and resolved options into the exact bash that the
+builder runs; that text is what the hash covers ("hash what actually runs").
+"""
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from sitedist.errors import ConfigError
+from sitedist.spec.marked_yaml import load_file
+from sitedist.spec.schema import RECIPE, validate
+
+
+def version_key(version):
+    """Order versions naturally: 1.10 > 1.9, 2.0 > 2.0rc1."""
+    parts = re.split(r"[._+~-]", version)
+    key = []
+    for part in parts:
+        for piece in re.findall(r"\d+|[A-Za-z]+", part):
+            key.append((1, int(piece), "") if piece.isdigit() else (0, 0, piece))
+    return key
+
+
+@dataclass
+class Recipe:
+    name: str
+    path: str
+    description: str = ""
+    homepage: str = ""
+    versions: dict = field(default_factory=dict)
+    depends: dict = field(default_factory=dict)
+    build: str = "autotools"
+    args: dict = field(default_factory=dict)  # configure_args, cmake_args, make_args, install_args, commands, ...
+    options: dict = field(default_factory=dict)
+    patches: list = field(default_factory=list)  # [(absolute path, strip)]
+    env: dict = field(default_factory=dict)
+    parallel: bool = True
+    raw: dict = None
+
+    @property
+    def newest(self):
+        return max(self.versions, key=version_key)
+
+    def where(self, *path):
+        node, best = self.raw, self.raw.mark
+        for step in path:
+            try:
+                best = node.mark_of(step) or best
+                node = node[step]
+            except (AttributeError, KeyError, IndexError, TypeError):
+                break
+        return str(best)
+
+    def all_depends(self):
+        seen = []
+        for kind in ("build", "link", "run"):
+            for name in self.depends.get(kind, []):
+                if name not in seen:
+                    seen.append(name)
+        return seen
+
+    def resolve_options(self, given, where):
+        """Defaults overridden by ``given``; unknown options and disallowed values are errors."""
+        resolved = {k: v["default"] for k, v in self.options.items()}
+        for key, value in given.items():
+            if key not in self.options:
+                known = ", ".join(sorted(self.options)) or "none"
+                raise ConfigError(f"package {self.name}: unknown option '{key}' (recipe {self.path} has: {known})",
+                                  where=where)
+            spec = self.options[key]
+            allowed = spec.get("values")
+            if allowed is not None and value not in allowed:
+                raise ConfigError(f"package {self.name}: option {key}={value!r} is not one of {allowed}",
+                                  where=where)
+            if type(value) is not type(spec["default"]) and not (
+                    isinstance(value, (int, float)) and isinstance(spec["default"], (int, float))
+                    and not isinstance(value, bool)):
+                raise ConfigError(f"package {self.name}: option {key} takes a "
+                                  f"{type(spec['default']).__name__}, got {value!r}", where=where)
+            if isinstance(value, str) and ("\0" in value or "\n" in value):
+                raise ConfigError(f"package {self.name}: option {key} contains a NUL or newline", where=where)
+            resolved[key] = value
+        return resolved
+
+
+ARG_KEYS = ("configure_args", "cmake_args", "make_args", "install_args", "commands", "pre_build",
+            "post_install")
+
+
+def load_recipe(path, expected_name=None):
+    doc = load_file(path)
+    validate(doc, RECIPE, path, "recipe")
+    name = doc["name"]
+    if expected_name and name != expected_name:
+        raise ConfigError(f"recipe file is named {expected_name}.yml but says name: {name}",
+                          where=str(doc.mark_of("name")), hint=f"rename the file to {name}.yml or fix 'name'")
+    base = os.path.dirname(os.path.abspath(path))
+    versions = {}
+    for version, source in doc["versions"].items():
+        source = dict(source)
+        if "path" in source:
+            source["path"] = os.path.normpath(os.path.join(base, os.path.expanduser(source["path"])))
+        versions[str(version)] = source
+    patches = []
+    for i, patch in enumerate(doc.get("patches", [])):
+        file = os.path.normpath(os.path.join(base, patch["file"]))
+        if not os.path.isfile(file):
+            raise ConfigError(f"patch file not found: {file}", where=str(doc["patches"].mark_of(i)),
+                              hint="patch paths are relative to the recipe file")
+        patches.append((file, patch.get("strip", 1)))
+    build = doc["build"]
+    if build == "commands" and not doc.get("commands"):
+        raise ConfigError("build: commands needs a 'commands' list of bash lines",
+                          where=str(doc.mark_of("build")))
+    recipe = Recipe(
+        name=name,
+        path=os.path.abspath(path),
+        description=doc.get("description", ""),
+        homepage=doc.get("homepage", ""),
+        versions=versions,
+        depends={k: list(v) for k, v in (doc.get("depends") or {}).items()},
+        build=build,
+        args={k: list(doc[k]) for k in ARG_KEYS if k in doc},
+        options={k: dict(v) for k, v in (doc.get("options") or {}).items()},
+        patches=patches,
+        env={k: dict(v) for k, v in (doc.get("env") or {}).items()},
+        parallel=doc.get("parallel", True),
+        raw=doc,
+    )
+    for key, spec in recipe.options.items():
+        if spec.get("values") is not None and spec["default"] not in spec["values"]:
+            raise ConfigError(f"option {key}: default {spec['default']!r} is not one of its values",
+                              where=recipe.where("options", key))
+    return recipe
+
+
+class RecipeIndex:
+    """Finds recipes by name in the config's recipe directories, first match wins."""
+
+    def __init__(self, dirs):
+        self.dirs = list(dirs)
+        self._cache = {}
+
+    def find(self, name):
+        for d in self.dirs:
+            candidate = os.path.join(d, name + ".yml")
+            if os.path.isfile(candidate):
+                return candidate
+        return None
+
+    def available(self):
+        names = set()
+        for d in self.dirs:
+            if os.path.isdir(d):
+                names.update(f[:-4] for f in os.listdir(d) if f.endswith(".yml"))
+        return sorted(names)
+
+    def load(self, name, where):
+        if name in self._cache:
+            return self._cache[name]
+        path = self.find(name)
+        if path is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, self.available(), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else (
+                f"add {name}.yml to one of the recipe directories: {', '.join(self.dirs) or '(none configured)'}")
+            raise ConfigError(f"no recipe for package '{name}'", where=where, hint=hint)
+        recipe = load_recipe(path, expected_name=name)
+        self._cache[name] = recipe
+        return recipe
+
+
+# --- build scripts -------------------------------------------------------------------------------
+
+def _dq_escape(value):
+    """Escape a value for use inside a double-quoted bash word: it stays literal."""
+    text = "true" if value is True else "false" if value is False else str(value)
+    return re.sub(r'([\\"$`])', r"\\\1", text)
+
+
+def _sq_quote(value):
+    text = "true" if value is True else "false" if value is False else str(value)
+    return shlex.quote(text)
+
+
+_envs = {}
+
+
+def _template_env(finalize):
+    if finalize not in _envs:
+        import jinja2.sandbox
+
+        _envs[finalize] = jinja2.sandbox.SandboxedEnvironment(
+            undefined=jinja2.StrictUndefined, finalize=finalize, autoescape=False, keep_trailing_newline=False)
+    return _envs[finalize]
+
+
+def _render(recipe, key, index, text, context, finalize):
+    import jinja2
+
+    try:
+        return _template_env(finalize).from_string(text).render(**context)
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"{key}[{index}]: cannot expand {text!r}: {exc}",
+                          where=recipe.where(key, index)) from None
+
+
+def _words(recipe, key, context):
+    """An argument list as bash words: recipe text may use $VARS; option values stay literal."""
+    out = []
+    for i, arg in enumerate(recipe.args.get(key, [])):
+        if "{{" in arg or "{%" in arg:
+            arg = _render(recipe, key, i, arg, context, _dq_escape)
+        else:
+            arg = re.sub(r'([\\"`])', r"\\\1", arg)
+        if arg:
+            out.append(f'"{arg}"')
+    return " ".join(out)
+
+
+def _lines(recipe, key, context):
+    lines = []
+    for i, line in enumerate(recipe.args.get(key, [])):
+        if "{{" in line or "{%" in line:
+            line = _render(recipe, key, i, line, context, _sq_quote)
+        lines.append(line)
+    return lines
+
+
+def render_script(recipe, version, options):
+    """The bash commands that build and install ``recipe`` at ``version``, run in the source dir."""
+    context = {"options": options, "version": version, "name": recipe.name}
+    w = lambda key: _words(recipe, key, context)  # noqa: E731
+    jobs = '-j"$JOBS"' if recipe.parallel else "-j1"
+    lines = _lines(recipe, "pre_build", context)
+    if recipe.build == "autotools":
+        lines += [f'./configure --prefix="$PREFIX" {w("configure_args")}'.rstrip(),
+                  f'make {jobs} {w("make_args")}'.rstrip(),
+                  f'make install {w("install_args")}'.rstrip()]
+    elif recipe.build == "cmake":
+        lines += [f'cmake -S . -B _sitedist_build -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_BUILD_TYPE=Release '
+                  f'-DCMAKE_INSTALL_RPATH="$SITEDIST_RPATH" -DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON '
+                  f'{w("cmake_args")}'.rstrip(),
+                  f'cmake --build _sitedist_build {jobs}',
+                  'cmake --install _sitedist_build']
+    elif recipe.build == "make":
+        lines += [f'make {jobs} PREFIX="$PREFIX" {w("make_args")}'.rstrip(),
+                  f'make install PREFIX="$PREFIX" {w("install_args")}'.rstrip()]
+    else:
+        lines += _lines(recipe, "commands", context)
+    lines += _lines(recipe, "post_install", context)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,276 @@
+"""JSON Schemas of the site config and of recipes, and validation with file:line errors.
+
+The schemas are the single statement of which keys exist and what type each has; admin_docs/
+site-config.md and admin_docs/recipes.md describe the same keys for people.
+"""
+
+import difflib
+
+from sitedist.errors import ConfigError
+from sitedist.spec.marked_yaml import mark_at
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_+.-]{0,63}$"  # package, toolchain, profile and option names
+VERSION = r"^[A-Za-z0-9][A-Za-z0-9_+.~-]{0,63}$"
+SHA256 = r"^[0-9a-f]{64}$"
+
+_strings = {"type": "array", "items": {"type": "string"}}
+_str_or_strings = {"anyOf": [{"type": "string"}, _strings]}
+_option_value = {"type": ["string", "number", "boolean"]}
+
+_package = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "properties": {
+        "version": {"type": ["string", "number"]},
+        "options": {"type": "object", "propertyNames": {"pattern": NAME},
+                    "additionalProperties": _option_value},
+        "toolchains": {"type": "array", "items": {"type": "string", "pattern": NAME}},
+        "recipe": {"type": "string", "pattern": NAME},
+    },
+}
+
+_host_package = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "kind": {"enum": ["compiler", "mpi"]},
+        "implementation": {"type": "string", "pattern": NAME},
+        "version": {"type": ["string", "number"]},
+        "prefix": {"type": "string"},
+    },
+}
+
+SITE_CONFIG = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "extends": _str_or_strings,
+        "store": {
+            "anyOf": [
+                {"type": "string"},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["root"],
+                    "properties": {
+                        "root": {"type": "string"},
+                        "group": {"type": "string"},
+                        "build_dir": {"type": "string"},
+                        "keep_failed": {"type": "boolean"},
+                    },
+                },
+            ]
+        },
+        "recipes": _str_or_strings,
+        "mirrors": _str_or_strings,
+        "upstreams": _str_or_strings,
+        "jobs": {"type": "integer", "minimum": 1},
+        "target": {"anyOf": [{"type": "string"}, _strings]},
+        "packages": {"type": "object", "propertyNames": {"pattern": NAME},
+                     "additionalProperties": _package},
+        "toolchains": {
+            "type": "object",
+            "propertyNames": {"pattern": NAME},
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["compiler"],
+                "properties": {"compiler": {"type": "string"}, "mpi": {"type": "string"}},
+            },
+        },
+        "host": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "compilers": {"anyOf": [{"enum": ["probe", "none"]}, _strings]},
+                "mpi": {"anyOf": [{"enum": ["probe", "none"]}, _strings]},
+                "paths": _strings,
+                "default_compiler": {"type": "string"},
+                "timeout": {"type": "number", "exclusiveMinimum": 0},
+                "packages": {"type": "object", "propertyNames": {"pattern": NAME},
+                             "additionalProperties": _host_package},
+            },
+        },
+        "modules": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "root": {"type": "string"},
+                "formats": {"type": "array", "items": {"enum": ["lua", "tcl"]}},
+                "layout": {"enum": ["flat", "hierarchical"]},
+                "naming": {"type": "string"},
+                "disambiguate": {"type": "array", "items": {"enum": ["toolchain", "options", "hash"]}},
+                "defaults": {"type": "object", "additionalProperties": {"type": ["string", "number"]}},
+                "hide_implicit": {"type": "boolean"},
+                "templates": {"type": "string"},
+                "header": {"type": "string"},
+                "footer": {"type": "string"},
+                "keep": {"type": "integer", "minimum": 1},
+                "lmod_cache": {"type": "string"},
+            },
+        },
+        "profiles": {
+            "type": "object",
+            "propertyNames": {"pattern": NAME},
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "array", "items": {"type": "string"}},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["packages"],
+                        "properties": {
+                            "packages": {"type": "array", "items": {"type": "string"}},
+                            "root": {"type": "string"},
+                            "conflicts": {"enum": ["error", "prefer"]},
+                            "prefer": {"type": "array", "items": {"type": "string"}},
+                            "keep": {"type": "integer", "minimum": 1},
+                        },
+                    },
+                ]
+            },
+        },
+    },
+}
+
+_source = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "url": {"type": "string"},
+        "sha256": {"type": "string", "pattern": SHA256},
+        "filename": {"type": "string"},
+        "git": {"type": "string"},
+        "commit": {"type": "string", "pattern": r"^[0-9a-f]{40}$"},
+        "path": {"type": "string"},
+    },
+    "oneOf": [
+        {"required": ["sha256"], "anyOf": [{"required": ["url"]}, {"required": ["filename"]}],
+         "not": {"anyOf": [{"required": ["git"]}, {"required": ["path"]}]}},
+        {"required": ["git", "commit"], "not": {"anyOf": [{"required": ["url"]}, {"required": ["path"]}]}},
+        {"required": ["path"], "not": {"anyOf": [{"required": ["url"]}, {"required": ["git"]}]}},
+    ],
+}
+
+_env_ops = {"type": "object", "additionalProperties": {"type": "string"},
+            "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}}
+
+RECIPE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "versions", "build"],
+    "properties": {
+        "name": {"type": "string", "pattern": NAME},
+        "description": {"type": "string"},
+        "homepage": {"type": "string"},
+        "versions": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": VERSION},
+            "additionalProperties": _source,
+        },
+        "depends": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {k: {"type": "array", "items": {"type": "string", "pattern": NAME}}
+                           for k in ("build", "link", "run")},
+        },
+        "build": {"enum": ["autotools", "cmake", "make", "commands"]},
+        "configure_args": _strings,
+        "cmake_args": _strings,
+        "make_args": _strings,
+        "install_args": _strings,
+        "commands": _strings,
+        "pre_build": _strings,
+        "post_install": _strings,
+        "parallel": {"type": "boolean"},
+        "options": {
+            "type": "object",
+            "propertyNames": {"pattern": NAME},
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["default"],
+                "properties": {
+                    "default": _option_value,
+                    "values": {"type": "array", "items": _option_value},
+                    "description": {"type": "string"},
+                },
+            },
+        },
+        "patches": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["file"],
+                "properties": {"file": {"type": "string"}, "strip": {"type": "integer", "minimum": 0}},
+            },
+        },
+        "env": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"set": _env_ops, "prepend": _env_ops, "append": _env_ops},
+        },
+        "toolchains": {"type": "array", "items": {"type": "string", "pattern": NAME}},
+    },
+}
+
+_validators = {}
+
+
+def _validator(schema):
+    key = id(schema)
+    if key not in _validators:
+        import jsonschema  # imported here: only files that changed since the last sync are validated
+
+        _validators[key] = jsonschema.Draft7Validator(schema)
+    return _validators[key]
+
+
+def _describe(error, document, filename):
+    path = list(error.absolute_path)
+    where = mark_at(document, path) if hasattr(document, "mark") else None
+    where = str(where) if where else filename
+    dotted = ".".join(str(p) for p in path) or "(top level)"
+    validator = error.validator
+    hint = None
+    if validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
+        key = extra[0] if extra else "?"
+        if extra and isinstance(error.instance, dict) and hasattr(error.instance, "mark_of"):
+            where = str(error.instance.mark_of(key))
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"allowed keys here: {', '.join(allowed)}"
+        message = f"unknown key '{key}' in {dotted}"
+    elif validator == "required":
+        message = f"{dotted}: {error.message}"
+    elif validator == "pattern" and error.path and error.path[-1] != error.instance:
+        message = f"{dotted}: {error.instance!r} is not an allowed value"
+        hint = "names are letters, digits and _ + . - (no '/', no '..', no spaces), at most 64 characters"
+    elif validator == "propertyNames":
+        message = f"{dotted}: {error.instance!r} is not an allowed name"
+        hint = "names are letters, digits and _ + . - (no '/', no '..', no spaces), at most 64 characters"
+    elif validator in ("anyOf", "oneOf"):
+        message = f"{dotted}: {error.instance!r} does not have a valid form"
+        best = min(error.context, key=lambda e: len(list(e.absolute_path)), default=None) if error.context else None
+        if best is not None:
+            hint = best.message
+    elif validator == "type":
+        message = f"{dotted}: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+    else:
+        message = f"{dotted}: {error.message}"
+    return ConfigError(message, where=where, hint=hint)
+
+
+def validate(document, schema, filename, what):
+    """Raise ConfigError for the first problem in ``document`` (most precise location first)."""
+    if not isinstance(document, dict):
+        raise ConfigError(f"a {what} must be a YAML mapping of keys to values", where=filename)
+    errors = list(_validator(schema).iter_errors(document))
+    if not errors:
+        return
+    errors.sort(key=lambda e: (-len(list(e.absolute_path)), str(e.message)))
+    # Prefer the error deepest in the document: it is the most precise line to fix.
+    raise _describe(errors[0], document, filename)

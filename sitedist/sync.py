@@ -1,0 +1,190 @@
+"""One ``sitedist sync``: config -> host -> plan -> build -> publish -> report.
+
+Each stage takes what the previous one produced; nothing is written before the plan is complete and
+valid, so a config error, a missing recipe, an unknown toolchain or a module name clash leaves the
+store, the module tree and the profiles as they were.
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from sitedist.core.sources import Fetcher
+from sitedist.core.store import Store
+from sitedist.errors import SitedistError, StoreError
+from sitedist.host.toolchains import Host, probe_cached, resolve_host, resolve_toolchains
+from sitedist.spec.config import load_config
+from sitedist.spec.resolve import Resolver, why
+
+
+@dataclass
+class Context:
+    """What the earlier stages produced, for the later ones and for the CLI."""
+    config: object
+    store: Store
+    host: Host
+    plan: object
+    states: dict = field(default_factory=dict)    # node key -> 'complete'|'upstream'|'missing'|'incomplete'
+    prefixes: dict = field(default_factory=dict)  # node key -> prefix (own store or upstream)
+
+    def to_build(self):
+        return [n for n in self.plan.nodes if self.states[n.key] not in ("complete", "upstream")]
+
+
+def cache_dir(store):
+    """Where probe results are cached: the store's when writable, else the user's cache."""
+    own = os.path.join(store.meta, "cache")
+    if os.access(store.meta if os.path.isdir(store.meta) else os.path.dirname(store.root), os.W_OK):
+        return own
+    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "sitedist")
+
+
+def probe_host_for(config, store, refresh=False):
+    report = probe_cached(cache_dir(store), extra_dirs=config.host.get("paths", []),
+                          timeout=config.host.get("timeout", 10.0), refresh=refresh)
+    packages = resolve_host(config, report)
+    toolchains = resolve_toolchains(config, packages)
+    return Host(packages=packages, toolchains=toolchains, target=report.target, problems=list(report.problems))
+
+
+def resolve_targets(config):
+    from sitedist.host.target import resolve_target
+
+    return {t: resolve_target(t) for t in config.targets}
+
+
+def load(config_path, refresh_probe=False):
+    """Stages 1-3: load and validate the config, probe the host, resolve and hash the plan."""
+    config = load_config(config_path)
+    store = Store(config.store_root, config.upstreams, group=config.store_group, build_dir=config.build_dir)
+    for upstream in store.upstreams:
+        if not os.path.isdir(upstream.root):
+            raise StoreError(f"upstream store not found: {upstream.root} (named in {config.where('upstreams')})")
+    host = probe_host_for(config, store, refresh_probe)
+    plan = Resolver(config, host, resolve_targets(config)).plan()
+    ctx = Context(config=config, store=store, host=host, plan=plan)
+    for node in plan.nodes:
+        state = store.state(node.name, node.version, node.aid)
+        ctx.states[node.key] = state
+        if state == "upstream":
+            ctx.prefixes[node.key] = store.find(node.name, node.version, node.aid)
+        else:
+            ctx.prefixes[node.key] = store.prefix(node.name, node.version, node.aid)
+    return ctx
+
+
+def describe_plan(ctx):
+    """Lines for people: what exists, what will be built and why."""
+    lines = []
+    missing = ctx.to_build()
+    for node in ctx.plan.nodes:
+        state = ctx.states[node.key]
+        mark = {"complete": "  [present] ", "upstream": "  [upstream]", "missing": "  [build]   ",
+                "incomplete": "  [rebuild] "}[state]
+        line = f"{mark} {node.label:<34} {node.aid}"
+        if state == "missing":
+            line += f"  ({why(ctx.store, node)})"
+        elif state == "incomplete":
+            line += "  (an interrupted build left an incomplete prefix; it will be removed)"
+        elif state == "upstream":
+            line += f"  {ctx.prefixes[node.key]}"
+        lines.append(line)
+    lines.append(f"{len(ctx.plan.nodes)} artifacts: {len(ctx.plan.nodes) - len(missing)} present, "
+                 f"{len(missing)} to build")
+    return lines
+
+
+@dataclass
+class SyncResult:
+    ctx: Context
+    built: list
+    failed: dict
+    skipped: dict
+    published: object = None
+    report: dict = None
+
+    @property
+    def ok(self):
+        return not self.failed and not self.skipped
+
+
+def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None):
+    """Stage 4: build what is missing, in dependency order, independent builds in parallel."""
+    from sitedist.build.builder import Builder
+    from sitedist.build.scheduler import Job, run_jobs
+    from sitedist.host.target import target_flags
+
+    store = ctx.store
+    store.init()
+    fetcher = Fetcher(store.src_dir, ctx.config.mirrors)
+    flags = {}
+    for node in ctx.plan.nodes:
+        if node.kind == "package":
+            flags.setdefault((node.target, node.toolchain.name),
+                             tuple(target_flags(node.target, node.toolchain.compiler.probed)))
+    builder = Builder(store, fetcher, ctx.prefixes, keep_failed=ctx.config.keep_failed, on_wait=on_wait,
+                      target_flags=flags)
+    todo = ctx.to_build()
+    todo_keys = {n.key for n in todo}
+    jobs_list = [
+        Job(key=n.key, deps=tuple(d.key for d in n.all_deps() + n.deps.get("host", []) if d.key in todo_keys),
+            run=(lambda c, n=n: builder.build(n, c)), label=n.label,
+            estimate=1.0 if n.kind == "package" else 0.01,
+            max_jobs=0 if (n.recipe is None or n.recipe.parallel) else 1)
+        for n in todo
+    ]
+    result = run_jobs(jobs_list, slots=jobs, keep_going=keep_going, events=events)
+    for key in result.succeeded:
+        ctx.states[key] = "complete"
+    return result
+
+
+def run_sync(config_path, jobs=None, keep_going=False, events=None, on_wait=None, refresh_probe=False):
+    """The whole sync. Raises SitedistError on errors found before building; build failures are in
+    the result."""
+    return finish_sync(load(config_path, refresh_probe), jobs, keep_going, events, on_wait)
+
+
+def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None):
+    """Stages 4-6 on a loaded context."""
+    started = time.time()
+    jobs = jobs or ctx.config.jobs or _default_jobs()
+    result = build_missing(ctx, jobs, keep_going, events, on_wait) if ctx.to_build() else None
+    sync_result = SyncResult(ctx=ctx, built=list(result.succeeded) if result else [],
+                             failed=dict(result.failed) if result else {},
+                             skipped=dict(result.skipped) if result else {})
+    if result is not None:
+        sync_result.report = write_report(ctx, result, started, jobs)
+    if sync_result.ok:
+        sync_result.published = publish(ctx)
+    return sync_result
+
+
+def _default_jobs():
+    import psutil
+
+    return psutil.cpu_count(logical=True) or 1
+
+
+def write_report(ctx, result, started, jobs):
+    from sitedist.build.report import write_report as write
+
+    extra = {}
+    for node in ctx.plan.nodes:
+        build_dir = ctx.store.build_path(node.name, node.version, node.aid)
+        extra[node.key] = {"prefix": ctx.prefixes[node.key],
+                           "log": os.path.join(build_dir, "build.log") if node.key in result.failed
+                           else os.path.join(ctx.prefixes[node.key], ".sitedist", "build.log.gz")}
+    meta = {"config": ctx.config.path, "store": ctx.store.root, "slots": jobs, "started": started,
+            "finished": time.time(), "nodes": extra}
+    try:
+        return write(ctx.store.reports_dir, result, meta)
+    except OSError as exc:
+        raise SitedistError(f"cannot write the build report: {exc}") from None
+
+
+def publish(ctx):
+    """Stage 5: module tree and profiles, each switched in atomically. Returns what was published."""
+    from sitedist.publish import publish_all
+
+    return publish_all(ctx)
