@@ -32,9 +32,9 @@ def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe):
             click.echo("dry run: nothing was written")
         return
 
+    ctx = flow.load(config, refresh_probe=reprobe)
     from sitedist.build.progress import Progress
 
-    ctx = flow.load(config, refresh_probe=reprobe)
     todo = ctx.to_build()
     if not as_json and progress != "json":
         for line in flow.describe_plan(ctx) if todo else flow.describe_plan(ctx)[-1:]:

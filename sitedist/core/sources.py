@@ -226,6 +226,8 @@ def unpack(archive, dest):
 def _strict_filter(member, path):
     if member.isdev() or member.isfifo():
         raise tarfile.FilterError(f"member {member.name!r} is a device or FIFO")
+    if member.name.startswith("/") or (member.islnk() and member.linkname.startswith("/")):
+        raise tarfile.FilterError(f"member {member.name!r} has an absolute path, outside the build directory")
     return tarfile.data_filter(member, path)
 
 

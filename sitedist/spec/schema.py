@@ -246,12 +246,19 @@ def _describe(error, document, filename):
         message = f"unknown key '{key}' in {dotted}"
     elif validator == "required":
         message = f"{dotted}: {error.message}"
-    elif validator == "pattern" and error.path and error.path[-1] != error.instance:
-        message = f"{dotted}: {error.instance!r} is not an allowed value"
-        hint = "names are letters, digits and _ + . - (no '/', no '..', no spaces), at most 64 characters"
-    elif validator == "propertyNames":
+    elif "propertyNames" in error.schema_path:
+        parent = document
+        for step in path:
+            parent = parent[step]
+        if hasattr(parent, "mark_of"):
+            where = str(parent.mark_of(error.instance))
         message = f"{dotted}: {error.instance!r} is not an allowed name"
         hint = "names are letters, digits and _ + . - (no '/', no '..', no spaces), at most 64 characters"
+    elif validator == "pattern":
+        message = f"{dotted}: {error.instance!r} is not an allowed value"
+        hint = {SHA256: "a sha256 is 64 lower-case hex digits (sha256sum FILE)",
+                NAME: "names are letters, digits and _ + . - (no '/', no '..'), at most 64 characters",
+                VERSION: "versions are letters, digits and _ + . ~ - (no '/', no '..')"}.get(error.validator_value)
     elif validator in ("anyOf", "oneOf"):
         message = f"{dotted}: {error.instance!r} does not have a valid form"
         best = min(error.context, key=lambda e: len(list(e.absolute_path)), default=None) if error.context else None

@@ -1,0 +1,82 @@
+"""Shared fixtures: paths to the real sources and recipes, config writers, and the CLI."""
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCES = os.path.normpath(os.path.join(REPO, "..", "shared", "sources"))
+RECIPES = os.path.join(REPO, "site_configs", "recipes")
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(textwrap.dedent(text).lstrip("\n"))
+    return str(path)
+
+
+def run_cli(*args, check=True, env=None, cwd=None, input=None):
+    """Run the real ``sitedist`` command in a subprocess; returns CompletedProcess (text)."""
+    proc = subprocess.run([sys.executable, "-m", "sitedist.cli.main", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd, input=input)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sitedist {' '.join(map(str, args))} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def tree_digest(*roots):
+    """A checksum of everything under ``roots`` (names, modes, contents, link targets): equal before and
+    after means nothing changed."""
+    h = hashlib.sha256()
+    for root in roots:
+        root = str(root)
+        if not os.path.lexists(root):
+            h.update(f"absent {root}\0".encode())
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+                path = os.path.join(dirpath, name)
+                st = os.lstat(path)
+                h.update(f"{os.path.relpath(path, root)}\0{st.st_mode}\0".encode())
+                if os.path.islink(path):
+                    h.update(os.readlink(path).encode())
+                elif os.path.isfile(path):
+                    with open(path, "rb") as f:
+                        h.update(f.read())
+            for d in dirnames:
+                h.update(f"d {os.path.relpath(os.path.join(dirpath, d), root)}\0".encode())
+    return h.hexdigest()
+
+
+def site_config(tmp_path, packages, extra="", store=None, recipes=None, name="site.yml"):
+    """Write a site config using the shipped recipes and the shared sources as mirror."""
+    store = store or tmp_path / "store"
+    recipe_dirs = [str(r) for r in (recipes or [])] + [RECIPES]
+    lines = [f"store: {store}", f"recipes: [{', '.join(recipe_dirs)}]", f"mirrors: [{SOURCES}]", "packages:"]
+    for pkg, body in packages.items():
+        lines.append(f"  {pkg}: {body or '{}'}")
+    text = "\n".join(lines) + "\n" + textwrap.dedent(extra)
+    return write(tmp_path / name, text)
+
+
+@pytest.fixture(scope="session")
+def shared_store(tmp_path_factory):
+    """One store shared by all test workers of this run: builds are locked and hash-addressed, so
+    workers asking for the same artifact build it once and reuse it."""
+    root = tmp_path_factory.getbasetemp().parent / "shared-store"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def sources():
+    if not os.path.isfile(os.path.join(SOURCES, "SHA256SUMS")):
+        pytest.fail(f"the shared sources are missing: {SOURCES}")
+    return SOURCES
