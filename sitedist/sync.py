@@ -31,16 +31,14 @@ class Context:
         return [n for n in self.plan.nodes if self.states[n.key] not in ("complete", "upstream")]
 
 
-def cache_dir(store):
-    """Where probe results are cached: the store's when writable, else the user's cache."""
-    own = os.path.join(store.meta, "cache")
-    if os.access(store.meta if os.path.isdir(store.meta) else os.path.dirname(store.root), os.W_OK):
-        return own
-    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "sitedist")
+def cache_dir():
+    """Where probe results are cached: the user's cache directory (never the store, which a failed
+    or dry-run sync must not touch)."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sitedist")
 
 
-def probe_host_for(config, store, refresh=False):
-    report = probe_cached(cache_dir(store), extra_dirs=config.host.get("paths", []),
+def probe_host_for(config, refresh=False):
+    report = probe_cached(cache_dir(), extra_dirs=config.host.get("paths", []),
                           timeout=config.host.get("timeout", 10.0), refresh=refresh)
     packages = resolve_host(config, report)
     toolchains = resolve_toolchains(config, packages)
@@ -60,7 +58,7 @@ def load(config_path, refresh_probe=False):
     for upstream in store.upstreams:
         if not os.path.isdir(upstream.root):
             raise StoreError(f"upstream store not found: {upstream.root} (named in {config.where('upstreams')})")
-    host = probe_host_for(config, store, refresh_probe)
+    host = probe_host_for(config, refresh_probe)
     plan = Resolver(config, host, resolve_targets(config)).plan()
     ctx = Context(config=config, store=store, host=host, plan=plan)
     for node in plan.nodes:
