@@ -1,0 +1,76 @@
+"""Golden vectors of the hash protocol: a release that changes any of these changes every artifact id
+in every store. Change them only together with hashing.PROTOCOL (or resolve.BUILDER), on purpose, and
+say so in admin_docs/hash-protocol.md."""
+
+import pytest
+
+from sitedist.core.hashing import PROTOCOL, artifact_id, canonical, digest
+from sitedist.host.probe import Compiler
+from sitedist.host.toolchains import Host, Toolchain, _compiler_package
+from sitedist.spec.config import load_config
+from sitedist.spec.resolve import BUILDER, Resolver
+
+from conftest import site_config
+
+GCC = Compiler(name="gcc", version="12.2.0", prefix="/usr", cc="/usr/bin/gcc", cxx="/usr/bin/g++",
+               fc="/usr/bin/gfortran", languages=("c", "c++", "fortran"), triple="x86_64-linux-gnu")
+
+
+def test_protocol_versions():
+    assert PROTOCOL == 1 and BUILDER == 1
+
+
+def test_canonical_form():
+    doc = {"b": [1, "é", None, True], "a": {"z": "x", "y": {}}}
+    assert canonical(doc) == '{"a":{"y":{},"z":"x"},"b":[1,"é",null,true]}'.encode("utf-8")
+    assert digest(doc) == "6c85a49ae4993683e460fd957f5dc337d59b2c0a249c2a0a1a28087c2b056687"
+
+
+@pytest.mark.parametrize("doc, expected", [
+    # base32(sha256(b"{}")) = "IQJW7I2VWNTYUEKGVULP..." (check: python3 -c 'import base64,hashlib;
+    # print(base64.b32encode(hashlib.sha256(b"{}").digest())[:20].lower())')
+    ({}, "iqjw7i2vwntyuekgvulp"),
+    ({"protocol": 1, "name": "zlib"}, "uuab73e7rhjuydmpqdch"),
+])
+def test_artifact_id_vectors(doc, expected):
+    assert artifact_id(doc) == expected
+
+
+def test_floats_are_refused():
+    with pytest.raises(TypeError):
+        canonical({"x": 1.5})
+
+
+def resolve(tmp_path, packages, compiler=GCC):
+    config = load_config(site_config(tmp_path, packages))
+    pkg = _compiler_package(compiler)
+    host = Host(packages={"gcc": pkg}, toolchains={"default": Toolchain("default", pkg, default=True)})
+    return Resolver(config, host, {"generic": "x86_64"}).plan()
+
+
+def test_real_recipes_golden_ids(tmp_path):
+    plan = resolve(tmp_path, {"libpng": None, "zlib": None, "libyaml": "{options: {shared: false}}"})
+    ids = {n.name: n.aid for n in plan.nodes}
+    assert ids == GOLDEN, f"hash protocol changed: {ids}"
+
+
+def test_ids_contain_no_store_path(tmp_path):
+    a = resolve(tmp_path / "a", {"libpng": None})
+    b = resolve(tmp_path / "b", {"libpng": None})
+    assert [n.aid for n in a.nodes] == [n.aid for n in b.nodes]
+    for node in a.nodes:
+        assert str(tmp_path) not in canonical(node.doc).decode()
+
+
+def test_compiler_change_changes_every_package_id(tmp_path):
+    old = {n.name: n.aid for n in resolve(tmp_path, {"libpng": None}).nodes}
+    newer = Compiler(**{**GCC.__dict__, "version": "12.3.0"})
+    new = {n.name: n.aid for n in resolve(tmp_path, {"libpng": None}, newer).nodes}
+    assert all(old[k] != new[k] for k in old)
+    moved = Compiler(**{**GCC.__dict__, "prefix": "/opt/gcc", "cc": "/opt/gcc/bin/gcc"})
+    assert {n.name: n.aid for n in resolve(tmp_path, {"libpng": None}, moved).nodes} == old, \
+        "a compiler's path must not enter the hash"
+
+
+GOLDEN = {"gcc": "xx4cizikyswm6o5xc5wl", "zlib": "odek45be7rxcpi7rdraf", "libpng": "b24yuz4pgfea6slypbyk",
+          "libyaml": "hfnbetjob2a4mozv2zrk"}
