@@ -47,12 +47,12 @@ def module_entries(ctx, target=None):
 
 
 def publish_modules(ctx, lock_factory=None):
-    from sitedist.core.locks import StoreLock
-    from sitedist.modules.publish import publish
-
     config = ctx.config.modules
     if config is None:
         return []
+    from sitedist.core.locks import StoreLock
+    from sitedist.modules.publish import publish
+
     results = []
     targets = ctx.plan.targets
     for target in targets:
