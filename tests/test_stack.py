@@ -125,7 +125,6 @@ def test_failed_build_leaves_no_prefix_keeps_log(shared_store, tmp_path):
         versions:
           "2.10": {{url: "https://example.invalid/hello-2.10.tar.gz", sha256: "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b"}}
         build: autotools
-        configure_args: [--this-flag-breaks-nothing]
         post_install:
           - echo "about to fail"
           - "false"
