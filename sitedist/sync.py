@@ -61,14 +61,19 @@ def load(config_path, refresh_probe=False):
     host = probe_host_for(config, refresh_probe)
     plan = Resolver(config, host, resolve_targets(config)).plan()
     ctx = Context(config=config, store=store, host=host, plan=plan)
-    for node in plan.nodes:
+    refresh_states(ctx)
+    return ctx
+
+
+def refresh_states(ctx):
+    store = ctx.store
+    for node in ctx.plan.nodes:
         state = store.state(node.name, node.version, node.aid)
         ctx.states[node.key] = state
         if state == "upstream":
             ctx.prefixes[node.key] = store.find(node.name, node.version, node.aid)
         else:
             ctx.prefixes[node.key] = store.prefix(node.name, node.version, node.aid)
-    return ctx
 
 
 def describe_plan(ctx):
@@ -113,7 +118,6 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None):
     from sitedist.host.target import target_flags
 
     store = ctx.store
-    store.init()
     fetcher = Fetcher(store.src_dir, ctx.config.mirrors)
     flags = {}
     for node in ctx.plan.nodes:
@@ -147,14 +151,21 @@ def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None):
     """Stages 4-6 on a loaded context."""
     started = time.time()
     jobs = jobs or ctx.config.jobs or _default_jobs()
-    result = build_missing(ctx, jobs, keep_going, events, on_wait) if ctx.to_build() else None
-    sync_result = SyncResult(ctx=ctx, built=list(result.succeeded) if result else [],
-                             failed=dict(result.failed) if result else {},
-                             skipped=dict(result.skipped) if result else {})
-    if result is not None:
-        sync_result.report = write_report(ctx, result, started, jobs)
-    if sync_result.ok:
-        sync_result.published = publish(ctx)
+    from sitedist.core.gcroots import InUse
+
+    ctx.store.init()
+    # Everything this sync uses is a GC root until it ends, so a concurrent GC leaves it alone. States
+    # are read again once the root is registered: a GC that ran since the plan may have swept something.
+    with InUse(ctx.store, ctx.prefixes.values(), what=f"sync {ctx.config.path}"):
+        refresh_states(ctx)
+        result = build_missing(ctx, jobs, keep_going, events, on_wait) if ctx.to_build() else None
+        sync_result = SyncResult(ctx=ctx, built=list(result.succeeded) if result else [],
+                                 failed=dict(result.failed) if result else {},
+                                 skipped=dict(result.skipped) if result else {})
+        if result is not None:
+            sync_result.report = write_report(ctx, result, started, jobs)
+        if sync_result.ok:
+            sync_result.published = publish(ctx)
     return sync_result
 
 

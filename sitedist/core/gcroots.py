@@ -1,0 +1,79 @@
+"""GC roots kept in the store: what keeps an artifact alive besides module trees and profiles.
+
+``<store>/.sitedist/gcroots/`` holds one JSON file per root: ``{"prefixes": [...], "pid", "host",
+"started", "what"}``. Roots with a ``pid`` are temporary (a sync in progress registers the prefixes of
+its whole plan before it builds anything); they count while that process lives. Roots without a pid
+are registered by users (``sitedist gc --add-root``) and count until removed.
+"""
+
+import json
+import os
+import socket
+import time
+
+import psutil
+
+
+def _root_dir(store):
+    return store.gcroots_dir
+
+
+def _alive(info):
+    pid = info.get("pid")
+    if pid is None:
+        return True
+    if info.get("host") != socket.gethostname():
+        # Another host's sync: trust it for a day, then treat it as dead (its host crashed).
+        return time.time() - info.get("started", 0) < 86400
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - info.get("created", proc.create_time())) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+class InUse:
+    """Context manager: while it is open, ``prefixes`` are GC roots."""
+
+    def __init__(self, store, prefixes, what="sync"):
+        self.path = os.path.join(_root_dir(store), f"inuse-{socket.gethostname()}-{os.getpid()}-{id(self)}.json")
+        self.store = store
+        self.info = {"prefixes": sorted(prefixes), "pid": os.getpid(), "host": socket.gethostname(),
+                     "started": time.time(), "created": psutil.Process().create_time(), "what": what}
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.store.write_json_atomic(self.path, self.info)
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def register(store, name, prefixes):
+    """A permanent, named root (a user's pinned environment)."""
+    os.makedirs(_root_dir(store), exist_ok=True)
+    store.write_json_atomic(os.path.join(_root_dir(store), f"user-{name}.json"),
+                            {"prefixes": sorted(prefixes), "what": f"root {name}", "started": time.time()})
+
+
+def live_roots(store):
+    """{root file: prefixes} for every root that still counts."""
+    out = {}
+    directory = _root_dir(store)
+    if not os.path.isdir(directory):
+        return out
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(directory, name), encoding="utf-8") as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if _alive(info):
+            out[name] = set(info.get("prefixes", []))
+    return out
