@@ -103,6 +103,7 @@ class SyncResult:
     built: list
     failed: dict
     skipped: dict
+    reasons: dict = field(default_factory=dict)
     published: object = None
     report: dict = None
 
@@ -128,10 +129,11 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None):
                       target_flags=flags)
     todo = ctx.to_build()
     todo_keys = {n.key for n in todo}
+    known = past_durations(store)
     jobs_list = [
         Job(key=n.key, deps=tuple(d.key for d in n.all_deps() + n.deps.get("host", []) if d.key in todo_keys),
             run=(lambda c, n=n: builder.build(n, c)), label=n.label,
-            estimate=1.0 if n.kind == "package" else 0.01,
+            estimate=known.get(n.label, 10.0) if n.kind == "package" else 0.01,
             max_jobs=0 if (n.recipe is None or n.recipe.parallel) else 1)
         for n in todo
     ]
@@ -139,6 +141,17 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None):
     for key in result.succeeded:
         ctx.states[key] = "complete"
     return result
+
+
+def past_durations(store):
+    """label -> seconds of its last build, from the last report: the scheduler's critical path."""
+    from sitedist.build.report import load_report
+
+    try:
+        report = load_report(store.reports_dir)
+    except SitedistError:
+        return {}
+    return {p["label"]: p["duration"] for p in report.get("packages", []) if p.get("duration")}
 
 
 def run_sync(config_path, jobs=None, keep_going=False, events=None, on_wait=None, refresh_probe=False):
@@ -161,7 +174,8 @@ def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None):
         result = build_missing(ctx, jobs, keep_going, events, on_wait) if ctx.to_build() else None
         sync_result = SyncResult(ctx=ctx, built=list(result.succeeded) if result else [],
                                  failed=dict(result.failed) if result else {},
-                                 skipped=dict(result.skipped) if result else {})
+                                 skipped=dict(result.skipped) if result else {},
+                                 reasons=dict(result.reasons) if result else {})
         if result is not None:
             sync_result.report = write_report(ctx, result, started, jobs)
         if sync_result.ok:

@@ -85,7 +85,7 @@ def summary_lines(result):
         if getattr(exc, "log_path", None):
             lines.append(f"  log: {exc.log_path}")
     for key, cause in result.skipped.items():
-        lines.append(f"skipped {key}: depends on failed {cause}")
+        lines.append(f"skipped {key}: {result.reasons.get(key) or f'depends on failed {cause}'}")
     if result.report:
         lines.append(f"report: {result.report.get('html')}")
     for pub in (result.published or {}).get("modules", []):
