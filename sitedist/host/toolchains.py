@@ -16,7 +16,7 @@ from typing import Optional
 from sitedist.core.hashing import PROTOCOL, artifact_id
 from sitedist.errors import ConfigError, HostError
 
-COMPILER_LINKS = {"cc": "cc", "cxx": "cxx", "fc": "fc"}
+PROBE_ENV_PREFIXES = ("OMPI_", "MPICH_", "CRAY", "PE_", "I_MPI_", "MPI_")
 
 
 @dataclass
@@ -105,6 +105,10 @@ def _probe_cache_key(extra_dirs, path):
     from sitedist import __version__
 
     h = hashlib.sha256(f"{__version__}\0{path}\0{extra_dirs}".encode())
+    # Variables that change what a wrapper wraps or reports (OMPI_CC, MPICH_CC, CRAYPE_*, I_MPI_*...).
+    for var in sorted(os.environ):
+        if var.startswith(PROBE_ENV_PREFIXES):
+            h.update(f"{var}={os.environ[var]}\0".encode())
     for d in list(extra_dirs) + path.split(os.pathsep):
         try:
             st = os.stat(d)
