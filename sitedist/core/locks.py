@@ -1,0 +1,370 @@
+"""Store locks that work on local disks, NFS, Lustre and GPFS, and say who holds them.
+
+One lock is one file ``P`` taken with ``O_CREAT | O_EXCL`` (``filelock.SoftFileLock``): the file
+server decides atomically who created it, on every filesystem the store supports. fcntl/flock
+locks are not used: on NFS they go through a lock manager that hangs when a client dies (Spack's
+experience), Lustre mounted ``localflock`` makes them node-local (two hosts both "hold" the lock) and
+``noflock`` makes them fail. See admin_docs/shared-filesystems.md.
+
+Files next to ``P`` (all in the lock's own directory, the only place a lock ever writes)::
+
+    P                 the lock; filelock owns its content
+    P.info            JSON holder info: pid, host, machine, start, user, what, since, token, lock
+    P.takeover        short-lived guard, held while a stale ``P`` is being removed
+    P.info.<t>.tmp    the info being written (renamed onto ``P.info``)
+    P.stale.<t>       a stale file being removed
+
+Holder info. Right after creating ``P`` the holder writes ``P.info`` (tmp + rename, so it is never
+read half-written). ``info["lock"]`` is the identity (inode and change time) of the ``P`` it belongs
+to, so info left behind by an earlier holder is never mistaken for the current one, even when the
+filesystem gives the new ``P`` the old inode number. A ``P`` without matching info is being taken
+right now: it counts as held, and as stale only once it is older than a grace period.
+``info["token"]`` is unique per lock object, so two threads of one process (same pid) are told apart.
+
+Staleness (:func:`is_stale`). A holder on this machine (same host name, boot and pid namespace) is
+stale when its pid is gone, a zombie, or a different process (start time differs: pid reuse); psutil
+says so at once. A holder elsewhere cannot be probed: it touches ``P.info`` every ``heartbeat``
+seconds from a daemon thread, and is stale once that heartbeat is older than ``stale_after``. On NFS
+the touch is stamped with the server's clock and compared with ours, so clocks must agree to well
+within ``stale_after`` (NTP).
+
+Takeover. Several waiters judge the same holder stale at about the same moment. If each removed
+``P`` directly, a slow one would remove the lock a faster one had just taken. So removal happens
+only under the guard ``P.takeover`` (taken with ``O_EXCL`` too, without waiting; as Mercurial breaks
+its locks under ``lock.break``): the guard holder opens ``P`` (pinning its inode), re-reads the holder
+info and re-judges it, and only if it is still the same stale holder removes ``P.info`` and then
+``P``. ``P`` is removed by renaming it to a unique name and checking that the renamed file is the one
+pinned; if it is not (the holder judged stale was alive after all, released, and another process
+took ``P`` in the microseconds between), the file is linked back, and ``link`` never overwrites a
+lock taken meanwhile. Waiters then race for ``P`` with ``O_EXCL`` as usual: exactly one wins. A guard
+left by a waiter killed mid-takeover (it is held for milliseconds) is removed once older than
+``GUARD_STALE`` (or ``stale_after`` if shorter), in the same rename-and-check way.
+
+Readers of the store never take locks, and nothing here writes outside the lock's directory.
+"""
+
+import json
+import logging
+import os
+import pwd
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime
+from typing import Callable, Optional
+
+import psutil
+from filelock import SoftFileLock, Timeout
+
+from sitedist.errors import LockError, StoreError
+
+log = logging.getLogger(__name__)
+
+TAKING_GRACE = 30.0  # a lock file without holder info is being taken, not stale, for this long
+GUARD_STALE = 60.0  # a takeover guard older than this was left by a killed waiter
+WAIT_REPORT_EVERY = 30.0  # seconds between on_wait calls while the holder stays the same
+START_TOLERANCE = 1.0  # psutil start times of one process may differ by up to a second between readers
+INFO_FIELDS = {"pid": int, "host": str, "machine": str, "start": (int, float), "user": str, "what": str,
+               "since": str, "token": str, "lock": str}
+
+
+def _machine():
+    """Where pids mean the same process: this boot of this kernel, this pid namespace."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
+def _user():
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def _identity(st):
+    return f"{st.st_ino}:{st.st_ctime_ns}"
+
+
+def _iso(t):
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
+
+
+def _is_local(info):
+    return info.get("host") == socket.gethostname() and info.get("machine") == _machine()
+
+
+def _read_info(path, lock_fd):
+    """Holder info of the lock open as ``lock_fd``: from ``path.info`` if it belongs to this lock file."""
+    st = os.fstat(lock_fd)
+    try:
+        with open(path + ".info") as f:
+            info = json.load(f)
+            heartbeat = os.fstat(f.fileno()).st_mtime
+        if isinstance(info, dict) and all(isinstance(info.get(k), t) for k, t in INFO_FIELDS.items()) \
+                and info["lock"] == _identity(st):
+            return dict(info, path=path, heartbeat=heartbeat, taking=False)
+    except (OSError, ValueError):
+        pass
+    return {"path": path, "lock": _identity(st), "heartbeat": st.st_mtime, "taking": True}
+
+
+def _open_lock(path):
+    """Open the lock file read-only (this also revalidates NFS caches); None if there is none."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+
+
+def read_holder(path) -> Optional[dict]:
+    """Holder info of the lock file ``path``, None if the lock is free.
+
+    The dict has the fields the holder wrote (pid, host, machine, start, user, what, since, token,
+    lock), plus ``path``, ``heartbeat`` (epoch time of the last heartbeat) and ``taking`` (False).
+    A lock file whose holder has not written its info yet gives only path, lock, heartbeat (the
+    lock file's mtime) and ``taking=True``.
+    """
+    path = os.fspath(path)
+    fd = _open_lock(path)
+    if fd is None:
+        return None
+    try:
+        return _read_info(path, fd)
+    finally:
+        os.close(fd)
+
+
+def is_stale(info: dict, stale_after: float, now=None) -> bool:
+    """Whether the holder described by ``info`` (from :func:`read_holder`) is gone, so the lock may be taken over."""
+    now = time.time() if now is None else now
+    if info["taking"]:
+        return now - info["heartbeat"] > min(stale_after, TAKING_GRACE)
+    if not _is_local(info):
+        return now - info["heartbeat"] > stale_after
+    try:
+        proc = psutil.Process(info["pid"])
+        return proc.status() == psutil.STATUS_ZOMBIE or abs(proc.create_time() - info["start"]) > START_TOLERANCE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:
+        return False
+
+
+def describe_holder(info: dict) -> str:
+    """One line naming the holder, for messages."""
+    if info["taking"]:
+        return f"a process that is just taking it (lock file created {_iso(info['heartbeat'])}, no holder info yet)"
+    return f"pid {info['pid']} on host {info['host']} ({info['what']}) since {info['since']}, user {info['user']}"
+
+
+def _remove_if_same(path, fd, token):
+    """Remove ``path`` if it still names the file open as ``fd``. True if it did.
+
+    Rename first, then check: a rename is atomic, an unlink after a check is not. A different file
+    renamed by mistake is linked back (``link`` never replaces a file created meanwhile).
+    """
+    aside = f"{path}.stale.{token}"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    if os.path.samestat(os.lstat(aside), os.fstat(fd)):
+        os.unlink(aside)
+        return True
+    try:
+        os.link(aside, path)
+    except OSError as e:
+        log.warning("lock %s: a live lock file was displaced while a stale one was removed: %s", path, e)
+    os.unlink(aside)
+    return False
+
+
+class StoreLock:
+    """An exclusive lock on ``path`` (a file in a lock directory), held by one object at a time.
+
+    ``what`` says what the holder does ("building zlib 1.2.13-abc123"); waiters print it.
+    ``timeout=None`` waits forever; otherwise :class:`LockError` after ``timeout`` seconds.
+    ``on_wait(info)`` is called when a wait begins, when the holder changes, and every
+    ``WAIT_REPORT_EVERY`` seconds. Not re-entrant; distinct objects exclude each other also
+    within one process.
+    """
+
+    def __init__(self, path, what: str, timeout: Optional[float] = None, stale_after: float = 600.0,
+                 heartbeat: float = 30.0, on_wait: Optional[Callable[[dict], None]] = None, poll: float = 0.2):
+        if not 0 < heartbeat < stale_after:
+            raise ValueError(f"heartbeat ({heartbeat}) must be positive and shorter than stale_after ({stale_after})")
+        self.path = os.path.abspath(os.fspath(path))
+        self.what = what
+        self.timeout = timeout
+        self.stale_after = stale_after
+        self.heartbeat = heartbeat
+        self.on_wait = on_wait
+        self.poll = poll
+        self.token = uuid.uuid4().hex
+        self._file_lock = SoftFileLock(self.path, thread_local=False)
+        self._identity = None
+        self._stop = None
+
+    @property
+    def held(self) -> bool:
+        return self._stop is not None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def acquire(self) -> "StoreLock":
+        if self.held:
+            raise LockError(f"lock {self.path} is already held by this object (locks are not re-entrant)")
+        started = time.monotonic()
+        reported = None  # (token of the holder reported, when)
+        info = None
+        while not self._try_acquire():
+            current = read_holder(self.path)
+            if current is not None:
+                info = current
+                if is_stale(current, self.stale_after) and self._take_over(current):
+                    continue
+                key = current.get("token", current["lock"])
+                if self.on_wait and (reported is None or reported[0] != key
+                                     or time.monotonic() - reported[1] >= WAIT_REPORT_EVERY):
+                    reported = (key, time.monotonic())
+                    self.on_wait(current)
+            if self.timeout is not None and time.monotonic() - started >= self.timeout:
+                raise LockError(self._timeout_message(info))
+            time.sleep(self.poll)
+        return self
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self._stop.set()
+        self._stop = None
+        try:
+            info = read_holder(self.path)
+            if info is not None and info.get("token") == self.token:
+                os.unlink(self.path + ".info")
+            elif info is None or info["lock"] != self._identity:
+                log.warning("lock %s was taken over while this process held it", self.path)
+        except OSError:
+            pass
+        finally:
+            self._file_lock.release()
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _try_acquire(self):
+        try:
+            self._file_lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        except OSError as e:
+            raise StoreError(
+                f"cannot create lock file {self.path}: {e.strerror}. Building or publishing needs write access "
+                f"to the lock directory {os.path.dirname(self.path)}; reading a store needs no lock. If this is "
+                f"another site's (upstream) store, build into your own store instead.") from e
+        try:
+            self._identity = _identity(os.stat(self.path))
+            self._write_info()
+        except OSError as e:
+            self._file_lock.release()
+            raise StoreError(f"cannot write holder info for lock {self.path}: {e.strerror}") from e
+        self._stop = threading.Event()
+        threading.Thread(target=self._beat, args=(self._stop,), name=f"heartbeat {self.path}", daemon=True).start()
+        return True
+
+    def _write_info(self):
+        now = time.time()
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "machine": _machine(),
+                "start": psutil.Process().create_time(), "user": _user(), "what": self.what,
+                "since": _iso(now), "token": self.token, "lock": self._identity}
+        tmp = f"{self.path}.info.{self.token}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(info, f)
+            os.replace(tmp, self.path + ".info")
+        except OSError:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def _beat(self, stop):
+        """Touch P.info every ``heartbeat`` seconds while held; stop if someone took the lock over."""
+        while not stop.wait(self.heartbeat):
+            info = read_holder(self.path)
+            if info is None or info.get("token") != self.token:
+                log.warning("lock %s was taken over while this process held it", self.path)
+                return
+            try:
+                os.utime(self.path + ".info")
+            except OSError as e:
+                log.warning("lock %s: heartbeat failed: %s", self.path, e)
+
+    def _take_over(self, judged):
+        """Remove the stale lock ``judged`` under the takeover guard. True if the lock file is gone."""
+        guard_path = self.path + ".takeover"
+        guard = SoftFileLock(guard_path, thread_local=False)
+        try:
+            guard.acquire(timeout=0)
+        except Timeout:
+            self._clear_stale_guard(guard_path)
+            return False
+        except OSError:
+            return False  # the next _try_acquire reports why the directory is unusable
+        try:
+            fd = _open_lock(self.path)
+            if fd is None:
+                return True
+            try:
+                current = _read_info(self.path, fd)
+                if (current["lock"], current.get("token")) != (judged["lock"], judged.get("token")) \
+                        or not is_stale(current, self.stale_after):
+                    return False
+                if not current["taking"]:
+                    os.unlink(self.path + ".info")
+                log.info("lock %s: taking over from stale holder: %s", self.path, describe_holder(current))
+                return _remove_if_same(self.path, fd, self.token)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            return False
+        except PermissionError as e:
+            raise StoreError(
+                f"cannot take over the stale lock {self.path} ({describe_holder(judged)}): {e.strerror}. Remove "
+                f"it as its owner or root; the lock directory must be writable by every admin of the store and "
+                f"must not have the sticky bit (see admin_docs/shared-filesystems.md).") from e
+        finally:
+            guard.release()
+
+    def _clear_stale_guard(self, guard_path):
+        fd = _open_lock(guard_path)
+        if fd is None:
+            return
+        try:
+            if time.time() - os.fstat(fd).st_mtime > min(self.stale_after, GUARD_STALE):
+                _remove_if_same(guard_path, fd, self.token)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _timeout_message(self, info):
+        msg = f"timed out after {self.timeout:g}s waiting for lock {self.path}"
+        if info is None:
+            return msg + "; other processes kept taking it. Try again."
+        msg += f", held by {describe_holder(info)}."
+        if info["taking"]:
+            return msg + f" If no sitedist process is running, remove {self.path}."
+        if _is_local(info):
+            return msg + f" That process runs on this host: wait for it to finish, or stop it (kill {info['pid']})."
+        age = time.time() - info["heartbeat"]
+        return (msg + f" Its last heartbeat was {age:.0f}s ago; the lock is taken over by itself once that is "
+                f"older than {self.stale_after:g}s. If that process is truly dead (host {info['host']} down or "
+                f"the process killed), remove {self.path} and {self.path}.info.")
