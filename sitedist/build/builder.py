@@ -81,6 +81,9 @@ def build_environment(node, prefix, prefixes, jobs, build_dir, target_flags=()):
     for h in node.deps.get("host", []):
         env.update(h.host.build_env)
         env[f"{env_name(h.name)}_ROOT"] = h.host.probed.prefix
+    # Vendor MPI libraries outside the default search path are found by RUNPATH too.
+    for h in node.deps.get("host", []):
+        lib_dirs += [flag[2:] for flag in getattr(h.host.probed, "link_flags", ()) if flag.startswith("-L")]
     if target_flags:
         flags = "-O2 " + " ".join(target_flags)
         env.update({"CFLAGS": flags, "CXXFLAGS": flags, "FFLAGS": flags, "FCFLAGS": flags})
