@@ -187,7 +187,15 @@ class Builder:
         bin_dir = os.path.join(prefix, "bin")
         os.makedirs(bin_dir)
         for link, target in sorted(node.host.links.items()):
-            os.symlink(target, os.path.join(bin_dir, link))
+            path = os.path.join(bin_dir, link)
+            if node.kind == "mpi":
+                # A script, not a symlink: MPI launchers and wrappers find their helpers (hydra_pmi_proxy,
+                # wrapper data files) from the name they were called by, which must stay the vendor's.
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(f'#!/bin/sh\nexec {_sh_quote(target)} "$@"\n')
+                os.chmod(path, 0o755)
+            else:
+                os.symlink(target, path)
         self.store.complete(prefix, self.spec_record(node, started, time.time()), None)
 
     def _build_package(self, node, prefix, ctx):
