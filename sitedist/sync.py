@@ -14,6 +14,7 @@ from sitedist.core.store import Store
 from sitedist.errors import SitedistError, StoreError
 from sitedist.host.toolchains import Host, probe_cached, resolve_host, resolve_toolchains
 from sitedist.spec.config import load_config
+from sitedist.spec.doc_cache import DocCache
 from sitedist.spec.resolve import Resolver, why
 
 
@@ -53,13 +54,15 @@ def resolve_targets(config):
 
 def load(config_path, refresh_probe=False):
     """Stages 1-3: load and validate the config, probe the host, resolve and hash the plan."""
-    config = load_config(config_path)
+    docs = DocCache.for_config(config_path, cache_dir())
+    config = load_config(config_path, docs)
     store = Store(config.store_root, config.upstreams, group=config.store_group, build_dir=config.build_dir)
     for upstream in store.upstreams:
         if not os.path.isdir(upstream.root):
             raise StoreError(f"upstream store not found: {upstream.root} (named in {config.where('upstreams')})")
     host = probe_host_for(config, refresh_probe)
-    plan = Resolver(config, host, resolve_targets(config)).plan()
+    plan = Resolver(config, host, resolve_targets(config), docs).plan()
+    docs.save()
     ctx = Context(config=config, store=store, host=host, plan=plan)
     refresh_states(ctx)
     return ctx

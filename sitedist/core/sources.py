@@ -13,9 +13,7 @@ import shutil
 import subprocess
 import tarfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 
 from sitedist.core.hashing import tree_sha256
@@ -65,10 +63,12 @@ class Fetcher:
                     with open(path, encoding="utf-8", errors="replace") as f:
                         text = f.read()
             else:
+                import urllib.request
+
                 try:
                     with urllib.request.urlopen(mirror.rstrip("/") + "/SHA256SUMS", timeout=self.timeout) as r:
                         text = r.read().decode("utf-8", "replace")
-                except (urllib.error.URLError, OSError, ValueError):
+                except (OSError, ValueError):  # URLError is an OSError
                     text = None
             for line in (text or "").splitlines():
                 parts = line.split(None, 1)
@@ -117,6 +117,7 @@ class Fetcher:
 
     def _download(self, url, source):
         import hashlib
+        import urllib.request
 
         parsed = urllib.parse.urlparse(url)
         if parsed.scheme not in ("http", "https", "file"):
@@ -143,7 +144,7 @@ class Fetcher:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
             _unlink(tmp)
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
             raise SourceError(f"{url}: {reason}") from None

@@ -9,13 +9,15 @@ Every relative path is relative to the directory of the file that names it; ``~`
 expanded.
 """
 
+import copy
 import os
 from dataclasses import dataclass, field
 from typing import Optional
 
 from sitedist.errors import ConfigError
-from sitedist.spec.marked_yaml import MarkedDict, MarkedList, load_file
-from sitedist.spec.schema import SITE_CONFIG, validate
+from sitedist.spec.doc_cache import DocCache
+from sitedist.spec.marked_yaml import MarkedDict, MarkedList
+from sitedist.spec.schema import SITE_CONFIG
 
 SEARCH_LISTS = ("recipes", "mirrors", "upstreams")
 # (dotted key, kind) of every path-valued setting; '*' stands for any key of a mapping.
@@ -158,16 +160,15 @@ def _merge(base, over, key=None):
     return over
 
 
-def _load_tree(path, chain):
+def _load_tree(path, chain, cache):
     path = os.path.abspath(path)
     if path in chain:
         cycle = " -> ".join(chain[chain.index(path):] + [path])
         raise ConfigError(f"'extends' forms a cycle: {cycle}", where=path,
                           hint="remove one of the 'extends' entries")
-    doc = load_file(path)
+    doc = copy.deepcopy(cache.load(path, SITE_CONFIG, "site config"))
     if doc is None:
         doc = MarkedDict()
-    validate(doc, SITE_CONFIG, path, "site config")
     base_dir = os.path.dirname(path)
     _resolve_paths(doc, base_dir)
     files = [path]
@@ -180,7 +181,7 @@ def _load_tree(path, chain):
             where = doc["extends"].mark_of(i) if isinstance(doc["extends"], MarkedList) else doc.mark_of("extends")
             raise ConfigError(f"extends: no such config file {target}", where=str(where),
                               hint="paths in 'extends' are relative to the file that names them")
-        sub, sub_files = _load_tree(target, chain + [path])
+        sub, sub_files = _load_tree(target, chain + [path], cache)
         merged = _merge(merged, sub)
         files += [f for f in sub_files if f not in files]
     doc = MarkedDict(doc) if not isinstance(doc, MarkedDict) else doc
@@ -194,11 +195,12 @@ def _as_list(value):
     return [value] if isinstance(value, str) else list(value)
 
 
-def load_config(path):
-    """Load, merge and validate a site config; returns a :class:`SiteConfig`."""
+def load_config(path, cache=None):
+    """Load, merge and validate a site config; returns a :class:`SiteConfig`. ``cache`` is a
+    :class:`DocCache` of already validated documents."""
     if not os.path.isfile(path):
         raise ConfigError(f"site config not found: {path}")
-    raw, files = _load_tree(path, [])
+    raw, files = _load_tree(path, [], cache or DocCache())
     path = os.path.abspath(path)
 
     store = raw.get("store")

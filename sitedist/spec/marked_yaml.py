@@ -56,47 +56,51 @@ class MarkedList(list):
         return self.mark
 
 
-def _make_loader(filename):
-    class Loader(_Loader):
-        pass
+def _mark(loader, node):
+    return Mark(loader.filename, node.start_mark.line + 1)
 
-    def mark(node):
-        return Mark(filename, node.start_mark.line + 1)
 
-    def construct_mapping(loader, node):
-        loader.flatten_mapping(node)
+class _MarkedLoader(_Loader):
+    filename = "<string>"
+
+    def construct_marked_mapping(self, node):
+        self.flatten_mapping(node)
         result = MarkedDict()
-        result.mark = mark(node)
+        result.mark = _mark(self, node)
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = self.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) or key is None:
-                raise ConfigError("a mapping key must be a plain name", where=str(mark(key_node)))
+                raise ConfigError("a mapping key must be a plain name", where=str(_mark(self, key_node)))
             key = str(key) if not isinstance(key, str) else key
             if key in result:
                 raise ConfigError(
                     f"duplicate key '{key}' (first at line {result.key_marks[key].line})",
-                    where=str(mark(key_node)),
+                    where=str(_mark(self, key_node)),
                     hint="remove one of them; YAML keeps only the last",
                 )
-            result[key] = loader.construct_object(value_node, deep=True)
-            result.key_marks[key] = mark(key_node)
+            result[key] = self.construct_object(value_node, deep=True)
+            result.key_marks[key] = _mark(self, key_node)
         return result
 
-    def construct_sequence(loader, node):
-        result = MarkedList(loader.construct_object(child, deep=True) for child in node.value)
-        result.mark = mark(node)
-        result.item_marks = [mark(child) for child in node.value]
+    def construct_marked_sequence(self, node):
+        result = MarkedList(self.construct_object(child, deep=True) for child in node.value)
+        result.mark = _mark(self, node)
+        result.item_marks = [_mark(self, child) for child in node.value]
         return result
 
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, construct_sequence)
-    return Loader
+
+_MarkedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                              _MarkedLoader.construct_marked_mapping)
+_MarkedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG,
+                              _MarkedLoader.construct_marked_sequence)
 
 
 def load_text(text, filename):
     """Parse YAML text; ``filename`` is what errors will name."""
+    loader = _MarkedLoader(text)  # a SafeLoader subclass: no Python objects from tags
+    loader.filename = filename
     try:
-        return yaml.load(text, Loader=_make_loader(filename))  # noqa: S506 - a SafeLoader subclass
+        return loader.get_single_data()
     except ConfigError:
         raise
     except yaml.MarkedYAMLError as exc:
@@ -109,6 +113,8 @@ def load_text(text, filename):
                           hint=exc.context or "check indentation and quoting on this line") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"YAML error: {exc}", where=filename) from None
+    finally:
+        loader.dispose()
 
 
 def load_file(path):

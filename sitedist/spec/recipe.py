@@ -12,8 +12,8 @@ import shlex
 from dataclasses import dataclass, field
 
 from sitedist.errors import ConfigError
-from sitedist.spec.marked_yaml import load_file
-from sitedist.spec.schema import RECIPE, validate
+from sitedist.spec.doc_cache import DocCache
+from sitedist.spec.schema import RECIPE
 
 
 def version_key(version):
@@ -92,9 +92,10 @@ ARG_KEYS = ("configure_args", "cmake_args", "make_args", "install_args", "comman
             "post_install")
 
 
-def load_recipe(path, expected_name=None):
-    doc = load_file(path)
-    validate(doc, RECIPE, path, "recipe")
+def load_recipe(path, expected_name=None, cache=None):
+    doc = (cache or DocCache()).load(path, RECIPE, "recipe")
+    if not isinstance(doc, dict):
+        raise ConfigError("a recipe must be a YAML mapping", where=path)
     name = doc["name"]
     if expected_name and name != expected_name:
         raise ConfigError(f"recipe file is named {expected_name}.yml but says name: {name}",
@@ -142,8 +143,9 @@ def load_recipe(path, expected_name=None):
 class RecipeIndex:
     """Finds recipes by name in the config's recipe directories, first match wins."""
 
-    def __init__(self, dirs):
+    def __init__(self, dirs, doc_cache=None):
         self.dirs = list(dirs)
+        self.doc_cache = doc_cache
         self._cache = {}
 
     def find(self, name):
@@ -171,7 +173,7 @@ class RecipeIndex:
             hint = f"did you mean '{close[0]}'?" if close else (
                 f"add {name}.yml to one of the recipe directories: {', '.join(self.dirs) or '(none configured)'}")
             raise ConfigError(f"no recipe for package '{name}'", where=where, hint=hint)
-        recipe = load_recipe(path, expected_name=name)
+        recipe = load_recipe(path, expected_name=name, cache=self.doc_cache)
         self._cache[name] = recipe
         return recipe
 

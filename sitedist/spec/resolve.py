@@ -74,11 +74,11 @@ def host_node(pkg):
 
 
 class Resolver:
-    def __init__(self, config, host, targets):
+    def __init__(self, config, host, targets, doc_cache=None):
         self.config = config
         self.host = host
         self.targets = targets             # config target name -> resolved archspec target name
-        self.index = RecipeIndex(config.recipe_dirs)
+        self.index = RecipeIndex(config.recipe_dirs, doc_cache)
         self.memo = {}
         self.order = []
         self.host_nodes = {}

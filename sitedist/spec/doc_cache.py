@@ -1,0 +1,70 @@
+"""A cache of parsed and validated YAML documents, so that a sync over a thousand unchanged recipes
+neither parses nor validates them again.
+
+An entry is reused while its file's (mtime_ns, size, inode) are unchanged. The cache is a pickle in
+the user's cache directory, one per config and sitedist version; it is read only when that user owns it.
+"""
+
+import hashlib
+import os
+import pickle
+
+from sitedist.spec.marked_yaml import load_file
+from sitedist.spec.schema import validate
+
+
+def _stamp(path):
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class DocCache:
+    def __init__(self, path=None):
+        self.path = path
+        self.entries = {}
+        self.dirty = False
+        if path and os.path.exists(path):
+            try:
+                if os.stat(path).st_uid == os.getuid():
+                    with open(path, "rb") as f:
+                        self.entries = pickle.load(f)
+            except (OSError, pickle.PickleError, EOFError, AttributeError, ImportError, ValueError):
+                self.entries = {}
+
+    @classmethod
+    def for_config(cls, config_path, cache_dir):
+        from sitedist import __version__
+
+        key = hashlib.sha256(f"{__version__}\0{os.path.abspath(config_path)}".encode()).hexdigest()[:20]
+        return cls(os.path.join(cache_dir, f"docs-{key}.pickle"))
+
+    def load(self, path, schema, what):
+        """The document at ``path``, validated against ``schema``; errors name file and line."""
+        path = os.path.abspath(path)
+        try:
+            stamp = _stamp(path)
+        except OSError:
+            stamp = None
+        hit = self.entries.get(path)
+        if stamp is not None and hit is not None and hit[0] == stamp:
+            return hit[1]
+        doc = load_file(path)
+        if doc is not None:
+            validate(doc, schema, path, what)
+        if stamp is not None:
+            self.entries[path] = (stamp, doc)
+            self.dirty = True
+        return doc
+
+    def save(self):
+        if not (self.path and self.dirty):
+            return
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            tmp = f"{self.path}.{os.getpid()}"
+            with open(tmp, "wb") as f:
+                pickle.dump(self.entries, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, self.path)
+            self.dirty = False
+        except OSError:
+            pass  # a cache that cannot be written only costs time
