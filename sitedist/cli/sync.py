@@ -89,7 +89,13 @@ def summary_lines(result):
     if result.report:
         lines.append(f"report: {result.report.get('html')}")
     for pub in (result.published or {}).get("modules", []):
-        lines.append(f"modules: {pub}")
+        if pub.changed:
+            lines.append(f"modules: generation {pub.generation} published in {pub.root} ({pub.modules} modules, "
+                         f"{pub.rendered} files written, {pub.reused} reused)")
+        else:
+            lines.append(f"modules: unchanged (generation {pub.generation} in {pub.root})")
+        lines += [f"  note: {note}" for note in pub.notes]
+        lines += [f"  to use them: module use {path}" for path in pub.modulepath.values()][:1]
     for pub in (result.published or {}).get("profiles", []):
         lines.append(f"profile: {pub}")
     if result.ok and not result.built:
