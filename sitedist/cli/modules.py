@@ -1,5 +1,6 @@
 """sitedist modules CONFIG: regenerate the module tree without building; --rollback, --list."""
 
+import os
 import time
 
 import click
@@ -19,13 +20,13 @@ def modules(config, rollback, list_):
     cfg = load_config(config)
     if cfg.modules is None:
         raise ModulesError(f"{config} has no 'modules:' section; nothing to publish")
-    from sitedist.modules import publish as pub
+    import sitedist.modules.publish as pub
 
     roots = [cfg.modules["root"]]
     if len(cfg.targets) > 1:
         from sitedist.sync import resolve_targets
 
-        import os
+
 
         roots = [os.path.join(cfg.modules["root"], t) for t in resolve_targets(cfg).values()]
     if list_:
