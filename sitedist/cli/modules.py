@@ -20,7 +20,7 @@ def modules(config, rollback, list_):
     cfg = load_config(config)
     if cfg.modules is None:
         raise ModulesError(f"{config} has no 'modules:' section; nothing to publish")
-    import sitedist.modules.publish as pub
+    from sitedist import modules as pub
 
     roots = [cfg.modules["root"]]
     if len(cfg.targets) > 1:
