@@ -1,0 +1,419 @@
+"""Publishing module trees atomically, in generations.
+
+Layout of ``modules.root``::
+
+    generations/<N>/manifest.json   what generation N is: its inputs' digest and the artifact prefixes it
+                                    references (each generation is a GC root)
+    generations/<N>/files.json      each file's content key, for reuse by the next generation
+    generations/<N>/lmod/, tcl/     the trees
+    current -> generations/<N>      switched by one rename: users see the old tree or the new one
+    lmod -> current/lmod            stable: what users put in MODULEPATH (hierarchical: lmod/Core)
+    tcl -> current/tcl
+
+A generation is written under ``generations/.staging-<N>-<pid>`` (its manifest first, so that a GC running
+meanwhile keeps its prefixes), renamed to ``generations/<N>`` and then switched to. Files whose content key
+equals the current generation's are hard-linked from it instead of rendered. Publishing inputs equal to
+the current generation's writes nothing.
+"""
+
+import ctypes
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import subprocess
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sitedist.errors import ModulesError
+from sitedist.modules.plan import plan_tree
+from sitedist.modules.render import FORMATS, Renderer, module_context
+
+GENERATIONS = "generations"
+CURRENT = "current"
+MANIFEST = "manifest.json"
+FILES = "files.json"
+_CONFIG_KEYS = ("formats", "layout", "naming", "disambiguate", "defaults", "hide_implicit", "header", "footer")
+_LMOD_CACHE_SCRIPT = "update_lmod_system_cache_files"
+_LMOD_DIRS = ("/usr/share/lmod/lmod/libexec", "/opt/apps/lmod/lmod/libexec", "/usr/local/lmod/lmod/libexec")
+
+
+@dataclass
+class PublishResult:
+    generation: int          # the current generation after publishing
+    root: str
+    path: str                # the generation's directory
+    changed: bool            # False: the inputs were the current generation's; nothing was written
+    rendered: int = 0        # files rendered
+    reused: int = 0          # files hard-linked (or copied) from the previous generation
+    modules: int = 0         # modules in the tree (each in every format)
+    notes: list = field(default_factory=list)   # name clashes resolved by modules.disambiguate
+    modulepath: dict = field(default_factory=dict)   # format -> the stable MODULEPATH entry
+    pruned: list = field(default_factory=list)  # generation numbers removed
+
+
+@dataclass
+class Generation:
+    number: int
+    path: str
+    created: float
+    current: bool
+    modules: int
+    inputs: str              # digest of what it was generated from
+
+
+def modulepath_roots(config):
+    """format -> the directory users put in MODULEPATH; the same for every generation."""
+    root = os.path.abspath(config["root"])
+    sub = "/Core" if config.get("layout", "flat") == "hierarchical" else ""
+    return {fmt: f"{root}/{FORMATS[fmt][0]}{sub}" for fmt in config.get("formats", ["lua", "tcl"])}
+
+
+def modulepath_lines(config):
+    """The lines for a site's shell start-up files, one per format (a site uses the one of its tool)."""
+    tools = {"lua": "Lmod", "tcl": "Environment Modules (or Lmod reading Tcl modulefiles)"}
+    return [f"module use {path}  # {tools[fmt]}" for fmt, path in modulepath_roots(config).items()]
+
+
+def inputs_digest(entries, config, template_digest):
+    """Digest of everything a tree is generated from (including this package's code)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.read_bytes())
+    conf = {k: config.get(k) for k in _CONFIG_KEYS}
+    conf["defaults"] = sorted((conf["defaults"] or {}).items())
+    h.update(repr((os.path.abspath(config["root"]), sorted(conf.items()), template_digest)).encode())
+    for e in sorted(set(entries), key=lambda e: (e.artifact_id, e.name, e.version, e.kind)):
+        h.update(repr(e).encode())
+    return h.hexdigest()
+
+
+def publish(entries, config, lock=nullcontext()):
+    """Generate the module tree for ``entries`` and switch users to it; see the module docstring.
+
+    Raises ModulesError (before writing anything) on name clashes and other planning errors."""
+    root = os.path.abspath(config["root"])
+    formats = list(config.get("formats", ["lua", "tcl"]))
+    renderer = Renderer(config.get("templates"))
+    digest = inputs_digest(entries, config, renderer.digest)
+    gens = os.path.join(root, GENERATIONS)
+    with lock:
+        os.makedirs(gens, exist_ok=True)
+        _remove_leftovers(gens)
+        current = _current(root)
+        old = _read_json(os.path.join(gens, str(current), MANIFEST)) if current else None
+        if old and old.get("inputs") == digest:
+            _ensure_links(root, formats)
+            if config.get("lmod_cache") and _cache_stale(root, config["lmod_cache"]):
+                refresh_lmod_cache(config["lmod_cache"], old["modulepath"])
+            return PublishResult(generation=current, root=root, path=os.path.join(gens, str(current)),
+                                 changed=False, modules=old.get("modules", 0),
+                                 modulepath=modulepath_roots(config))
+        plan = plan_tree(entries, config)
+        number = max(_numbers(gens), default=0) + 1
+        stage = os.path.join(gens, f".staging-{number}-{os.getpid()}")
+        os.makedirs(stage)
+        manifest = {
+            "generation": number, "created": time.time(), "inputs": digest, "layout": plan.layout,
+            "formats": formats, "modules": len(plan.modules), "lmod_cache": config.get("lmod_cache"),
+            "modulepath": modulepath_roots(config), "notes": plan.notes,
+            "prefixes": sorted(plan.prefixes()),
+        }
+        _write_json(os.path.join(stage, MANIFEST), manifest)   # a GC root from now on
+        previous = os.path.join(gens, str(current)) if current else None
+        old_files = (_read_json(os.path.join(previous, FILES)) or {}) if previous else {}
+        try:
+            files, rendered, reused = _write_tree(plan, config, renderer, root, stage, previous, old_files)
+            _write_json(os.path.join(stage, FILES), files)
+            _sync(stage)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        final = os.path.join(gens, str(number))
+        os.rename(stage, final)
+        _switch(root, number)
+        _ensure_links(root, formats)
+        pruned = _prune(gens, number, int(config.get("keep", 5)))
+        if config.get("lmod_cache"):
+            refresh_lmod_cache(config["lmod_cache"], manifest["modulepath"])
+    return PublishResult(generation=number, root=root, path=final, changed=True, rendered=rendered,
+                         reused=reused, modules=len(plan.modules), notes=plan.notes,
+                         modulepath=manifest["modulepath"], pruned=pruned)
+
+
+def _write_tree(plan, config, renderer, root, stage, previous, old_files):
+    header = (config.get("header") or "").splitlines()
+    footer = (config.get("footer") or "").splitlines()
+    jobs = []
+    for fmt in config.get("formats", ["lua", "tcl"]):
+        tree, ext, rc_name = FORMATS[fmt]
+        tree_root = f"{root}/{tree}"
+        template = f"modulefile.{fmt}.j2"
+        for level in plan.levels:
+            os.makedirs(os.path.join(stage, tree, level), exist_ok=True)
+        for m in plan.modules:
+            jobs.append((f"{tree}/{m.relpath}{ext}", template, module_context(m, tree_root, header, footer)))
+        for (level, name), (default, hidden) in plan.rc_dirs().items():
+            ctx = {"name": name, "default": default or "", "hidden": tuple(hidden)}
+            jobs.append((posixpath.join(tree, level, name, rc_name), f"modulerc.{fmt}.j2", ctx))
+    fix_mode = _umask() & 0o055
+    made = set()
+    files = {}
+    rendered = reused = 0
+    for rel, template, ctx in jobs:
+        key = files[rel] = renderer.key(template, ctx)
+        path = os.path.join(stage, rel)
+        parent = os.path.dirname(path)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        if old_files.get(rel) == key and _reuse(os.path.join(previous, rel), path):
+            reused += 1
+            continue
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(renderer.render(template, ctx))
+        rendered += 1
+    if fix_mode:   # users must read the tree whatever the publisher's umask
+        for dirpath, dirnames, filenames in os.walk(stage):
+            os.chmod(dirpath, 0o755)
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o644)
+    return files, rendered, reused
+
+
+def _reuse(old, new):
+    try:
+        os.link(old, new)
+    except FileNotFoundError:
+        return False
+    except OSError:   # another file system, or a link limit: copy
+        try:
+            shutil.copy2(old, new)
+        except OSError:
+            return False
+    return True
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _sync(path):
+    """Flush the new generation to disk before switching, so that a power cut cannot leave the switch
+    pointing at empty files."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    except (AttributeError, OSError):
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _point(link, target):
+    """Make ``link`` a symlink to ``target`` in one rename."""
+    tmp = f"{link}.tmp-{os.getpid()}"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except OSError as err:
+        os.unlink(tmp)
+        raise ModulesError(f"cannot replace {link}: {err}; move it away (sitedist manages it as a symlink)") \
+            from None
+
+
+def _switch(root, number):
+    _point(os.path.join(root, CURRENT), f"{GENERATIONS}/{number}")
+    _fsync_dir(root)
+
+
+def _ensure_links(root, formats):
+    for fmt in formats:
+        tree = FORMATS[fmt][0]
+        link = os.path.join(root, tree)
+        if os.path.islink(link) and os.readlink(link) == f"{CURRENT}/{tree}":
+            continue
+        if os.path.exists(link) and not os.path.islink(link):
+            raise ModulesError(f"{link} exists and is not sitedist's symlink; move it away and publish again")
+        _point(link, f"{CURRENT}/{tree}")
+
+
+def _current(root):
+    try:
+        target = os.readlink(os.path.join(root, CURRENT))
+    except (FileNotFoundError, OSError):
+        return None
+    name = os.path.basename(target)
+    return int(name) if name.isdigit() else None
+
+
+def _numbers(gens):
+    try:
+        return sorted(int(n) for n in os.listdir(gens) if n.isdigit())
+    except FileNotFoundError:
+        return []
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise ModulesError(f"{path} is unreadable ({err}); the module tree is damaged: remove that "
+                           "generation and publish again") from None
+
+
+def _write_json(path, data):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_leftovers(gens):
+    """Remove what crashed publishes left: staging directories of dead processes, and trash."""
+    for name in os.listdir(gens):
+        if name.startswith(".trash-") or (name.startswith(".staging-")
+                                          and not _pid_alive(int(name.rsplit("-", 1)[1]))):
+            shutil.rmtree(os.path.join(gens, name), ignore_errors=True)
+
+
+def _prune(gens, current, keep):
+    numbers = _numbers(gens)
+    kept = set(sorted(numbers, reverse=True)[:keep]) | {current}
+    pruned = [n for n in numbers if n not in kept]
+    for n in pruned:
+        trash = os.path.join(gens, f".trash-{n}-{os.getpid()}")
+        os.rename(os.path.join(gens, str(n)), trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    return pruned
+
+
+def switch_generation(root, number, lock=nullcontext()):
+    """Make kept generation ``number`` the current one (and refresh the Lmod cache it was published with)."""
+    root = os.path.abspath(root)
+    gens = os.path.join(root, GENERATIONS)
+    with lock:
+        if number not in _numbers(gens):
+            raise ModulesError(f"module tree generation {number} does not exist in {gens}; kept: "
+                               f"{', '.join(map(str, _numbers(gens))) or 'none'}")
+        manifest = _read_json(os.path.join(gens, str(number), MANIFEST)) or {}
+        _switch(root, number)
+        _ensure_links(root, manifest.get("formats", []))
+        if manifest.get("lmod_cache"):
+            refresh_lmod_cache(manifest["lmod_cache"], manifest["modulepath"])
+    return number
+
+
+def rollback(root, lock=nullcontext()):
+    """Switch to the generation before the current one; return its number."""
+    root = os.path.abspath(root)
+    current = _current(root)
+    if current is None:
+        raise ModulesError(f"no module tree is published in {root}; nothing to roll back")
+    earlier = [n for n in _numbers(os.path.join(root, GENERATIONS)) if n < current]
+    if not earlier:
+        raise ModulesError(f"module tree generation {current} is the oldest kept in {root}; nothing to roll "
+                           "back to (modules.keep sets how many generations are kept)")
+    return switch_generation(root, earlier[-1], lock)
+
+
+def list_generations(root):
+    """The kept generations, oldest first."""
+    gens = os.path.join(os.path.abspath(root), GENERATIONS)
+    current = _current(os.path.abspath(root))
+    out = []
+    for n in _numbers(gens):
+        m = _read_json(os.path.join(gens, str(n), MANIFEST)) or {}
+        out.append(Generation(number=n, path=os.path.join(gens, str(n)), created=m.get("created", 0.0),
+                              current=n == current, modules=m.get("modules", 0), inputs=m.get("inputs", "")))
+    return out
+
+
+def live_prefixes(root):
+    """The artifact prefixes that kept generations (and one being published) reference: GC roots."""
+    gens = os.path.join(os.path.abspath(root), GENERATIONS)
+    live = set()
+    try:
+        names = os.listdir(gens)
+    except FileNotFoundError:
+        return live
+    for name in names:
+        if name.startswith(".trash-"):
+            continue
+        manifest = _read_json(os.path.join(gens, name, MANIFEST))
+        if manifest is None:
+            if name.isdigit():
+                raise ModulesError(f"module tree generation {name} in {gens} has no manifest, so what it "
+                                   "references is unknown; remove that generation or publish again")
+            continue   # a staging directory before its manifest: it references nothing yet
+        live.update(manifest["prefixes"])
+    return live
+
+
+def find_lmod_cache_script():
+    candidates = [os.path.join(os.environ["LMOD_DIR"], _LMOD_CACHE_SCRIPT)] if os.environ.get("LMOD_DIR") else []
+    candidates += [shutil.which(_LMOD_CACHE_SCRIPT) or ""] + [os.path.join(d, _LMOD_CACHE_SCRIPT) for d in _LMOD_DIRS]
+    for path in candidates:
+        if path and os.access(path, os.X_OK):
+            return path
+    raise ModulesError(f"modules.lmod_cache is set but Lmod's {_LMOD_CACHE_SCRIPT} was not found; set LMOD_DIR "
+                       "to Lmod's libexec directory, or remove modules.lmod_cache")
+
+
+def _cache_paths(modulepath):
+    """The trees Lmod's spider cache covers: the Lua tree, else the Tcl one."""
+    return [modulepath.get("lua") or modulepath["tcl"]]
+
+
+def refresh_lmod_cache(cache_dir, modulepath):
+    """Rebuild Lmod's system spider cache in ``cache_dir`` for the published trees (format -> path)."""
+    cache_dir = os.path.abspath(cache_dir)
+    os.makedirs(cache_dir, exist_ok=True)
+    cmd = [find_lmod_cache_script(), "-d", cache_dir, "-t", os.path.join(cache_dir, "timestamp"),
+           ":".join(_cache_paths(modulepath))]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-10:])
+        raise ModulesError(f"the module tree was published, but refreshing the Lmod spider cache in {cache_dir} "
+                           f"failed ({' '.join(cmd)}):\n{tail}\nUntil it is refreshed, 'module avail' shows a "
+                           "stale tree: fix the error and publish again, or remove the cache directory")
+
+
+def _cache_stale(root, cache_dir):
+    try:
+        stamp = os.stat(os.path.join(cache_dir, "timestamp")).st_mtime
+    except FileNotFoundError:
+        return True
+    return stamp < os.lstat(os.path.join(root, CURRENT)).st_mtime

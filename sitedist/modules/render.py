@@ -1,0 +1,173 @@
+"""Rendering modulefiles from the Jinja2 templates in ``modulefiles_templates/`` (or a site's overrides).
+
+A site's ``modules.templates`` directory overrides any template by file name; its templates can extend the
+built-in ones as ``builtin/<name>`` and override their blocks. Every file's content is a function of its
+context (a plain dict, documented in admin_docs/modules.md) and the templates' digest, so ``key()`` names
+the content without rendering it: publishing reuses the previous generation's file when the key matches.
+"""
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import jinja2
+
+from sitedist.errors import ModulesError
+from sitedist.modules.plan import root_var
+
+BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "modulefiles_templates"
+
+# format -> (tree directory under the root, modulefile extension, rc file name)
+FORMATS = {"lua": ("lmod", ".lua", ".modulerc.lua"), "tcl": ("tcl", "", ".modulerc")}
+
+# Standard subdirectories of a prefix and the variable each is prepended to (never LD_LIBRARY_PATH:
+# artifacts find their libraries by RPATH).
+SUBDIR_VARS = (
+    ("sbin", "PATH"), ("bin", "PATH"),
+    ("man", "MANPATH"), ("share/man", "MANPATH"),
+    ("info", "INFOPATH"), ("share/info", "INFOPATH"),
+    ("lib/pkgconfig", "PKG_CONFIG_PATH"), ("lib64/pkgconfig", "PKG_CONFIG_PATH"),
+    ("share/pkgconfig", "PKG_CONFIG_PATH"),
+    ("share/aclocal", "ACLOCAL_PATH"),
+    ("lib/perl5", "PERL5LIB"),
+)
+_PYTHON_SITE = re.compile(r"^lib(64)?/python\d+\.\d+/site-packages$")
+# A package prefix with any of these is a CMake search prefix (CMake looks in <prefix>/lib/cmake etc.).
+_CMAKE_HINTS = {"include", "lib", "lib64", "lib/cmake", "lib64/cmake", "share/cmake"}
+
+
+def lua_string(text):
+    """A double-quoted Lua string literal."""
+    out = str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda m: "\\%03d" % ord(m.group()), out) + '"'
+
+
+def lua_long_string(text):
+    """A Lua long string ``[==[...]==]`` with a level its content does not close."""
+    text = str(text)
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    return f"[{'=' * level}[\n{text}]{'=' * level}]"
+
+
+def _tcl_escape(text):
+    out = str(text)
+    for char, esc in (("\\", "\\\\"), ('"', '\\"'), ("$", "\\$"), ("[", "\\["), ("]", "\\]"),
+                      ("\n", "\\n"), ("\r", "\\r")):
+        out = out.replace(char, esc)
+    return out
+
+
+_TCL_CHUNK = 48   # characters of a string per line: generated Tcl stays within tclint's line length
+
+
+def _tcl_quoted(escaped, indent):
+    """A double-quoted Tcl word of ``escaped``; a long one becomes ``[join [list "..." \\ "..."] ""]`` over
+    several lines, split between escapes and ``${root}``."""
+    if len(escaped) <= _TCL_CHUNK:
+        return f'"{escaped}"'
+    chunks = [""]
+    for token in re.findall(r"\$\{root\}|\\.|[^\\]", escaped, re.S):
+        if len(chunks[-1]) + len(token) > _TCL_CHUNK:
+            chunks.append("")
+        chunks[-1] += token
+    return "[join [list " + (" \\\n" + " " * indent).join(f'"{c}"' for c in chunks) + '] ""]'
+
+
+def tcl_word(text, indent=4):
+    """One Tcl word: bare when short and of safe characters only, else double-quoted (over several lines
+    when long; ``indent`` is where continuation lines start)."""
+    text = str(text)
+    if text and len(text) <= _TCL_CHUNK and re.fullmatch(r"[A-Za-z0-9_./:+@%=,-]+", text):
+        return text
+    return _tcl_quoted(_tcl_escape(text), indent)
+
+
+def lua_path(value):
+    """A Lua expression for ``value`` where '{prefix}' is the modulefile's ``root`` variable."""
+    terms = []
+    for i, part in enumerate(str(value).split("{prefix}")):
+        if i:
+            terms.append("root")
+        if part:
+            terms.append(lua_string(part))
+    return " .. ".join(terms) or '""'
+
+
+def tcl_path(value, indent=4):
+    """A Tcl word for ``value`` where '{prefix}' is the modulefile's ``$root`` variable."""
+    return _tcl_quoted("${root}".join(_tcl_escape(p) for p in str(value).split("{prefix}")), indent)
+
+
+def prefix_env(entry):
+    """The (op, VAR, value) prepends that the prefix's subdirectories call for."""
+    present = set(entry.subdirs)
+    ops = [("prepend", var, "{prefix}/" + sub) for sub, var in SUBDIR_VARS if sub in present]
+    ops += [("prepend", "PYTHONPATH", "{prefix}/" + sub) for sub in sorted(present) if _PYTHON_SITE.match(sub)]
+    if entry.kind == "package" and present & _CMAKE_HINTS:
+        ops.append(("prepend", "CMAKE_PREFIX_PATH", "{prefix}"))
+    return tuple(ops)
+
+
+def module_context(m, tree_root, header=(), footer=()):
+    """The template context of planned module ``m`` in the tree published at ``tree_root``."""
+    e = m.entry
+    return {
+        "name": m.name, "version": m.version, "fullname": m.fullname,
+        "package": e.name, "package_version": e.version, "kind": e.kind, "family": m.family,
+        "description": e.description, "homepage": e.homepage, "artifact_id": e.artifact_id,
+        "prefix": e.prefix, "toolchain": e.toolchain,
+        "compiler": " ".join(e.compiler) if e.compiler else "", "mpi": " ".join(e.mpi) if e.mpi else "",
+        "options": tuple(e.options), "root_var": root_var(e.name),
+        "env": prefix_env(e) + tuple(e.env),
+        "depends": m.depends, "requires": m.requires,
+        "use": f"{tree_root}/{m.opens}" if m.opens else "",
+        "header": tuple(header), "footer": tuple(footer),
+    }
+
+
+class Renderer:
+    """The templates of one publish: the built-in ones, overridden by a site's directory."""
+
+    def __init__(self, site_dir=None):
+        if not BUILTIN_TEMPLATES.is_dir():
+            raise ModulesError(f"the built-in modulefile templates are missing ({BUILTIN_TEMPLATES}); "
+                               "reinstall sitedist")
+        dirs = [BUILTIN_TEMPLATES]
+        loaders = [jinja2.PrefixLoader({"builtin": jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES))}),
+                   jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES))]
+        if site_dir:
+            if not os.path.isdir(site_dir):
+                raise ModulesError(f"modules.templates: {site_dir} is not a directory")
+            dirs.insert(0, Path(site_dir))
+            loaders.insert(0, jinja2.FileSystemLoader(str(site_dir)))
+        self.env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
+                                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                                      autoescape=False)
+        self.env.filters.update(lua=lua_string, lua_long=lua_long_string, lua_path=lua_path,
+                                tcl=tcl_word, tcl_path=tcl_path)
+        digest = hashlib.sha256()
+        for d in dirs:
+            for path in sorted(p for p in d.rglob("*") if p.is_file()):
+                digest.update(f"{path.relative_to(d)}\0".encode() + path.read_bytes() + b"\0")
+        self.digest = digest.hexdigest()
+        self._compiled = {}
+
+    def key(self, template, ctx):
+        """A digest naming what ``render(template, ctx)`` gives."""
+        return hashlib.sha1(f"{self.digest}\0{template}\0{ctx!r}".encode()).hexdigest()
+
+    def render(self, template, ctx):
+        compiled = self._compiled.get(template)
+        if compiled is None:
+            try:
+                compiled = self._compiled[template] = self.env.get_template(template)
+            except jinja2.TemplateError as err:
+                raise ModulesError(f"modulefile template {template}: {err}") from None
+        try:
+            return compiled.render(ctx)
+        except jinja2.TemplateError as err:
+            raise ModulesError(f"modulefile template {template} fails for {ctx.get('fullname', ctx)}: {err}") \
+                from None
