@@ -109,13 +109,14 @@ def wait_until(cond, deadline=10.0, what="condition"):
         time.sleep(0.01)
 
 
-def fake_foreign_holder(path, heartbeat_age):
-    """A lock held in this process whose info claims another host, last heartbeat ``heartbeat_age`` s ago."""
+def fake_foreign_holder(path, heartbeat_age, beat=0.05):
+    """A lock held in this process whose info claims another host, last heartbeat ``heartbeat_age`` s ago,
+    and heartbeats every ``beat`` s (waiters watch for two beats before they take over)."""
     holder = StoreLock(path, what="building hdf5 1.14.3 on node-b", heartbeat=3600, stale_after=7200).acquire()
     info_path = str(path) + ".info"
     with open(info_path) as f:
         info = json.load(f)
-    info.update(host="node-b.example", machine="another-boot")
+    info.update(host="node-b.example", machine="another-boot", beat=beat)
     with open(info_path + ".tmp", "w") as f:
         json.dump(info, f)
     os.replace(info_path + ".tmp", info_path)
@@ -177,6 +178,8 @@ def test_holder_info_while_held_and_gone_after_release(tmp_path):
         assert info["what"] == "building zlib 1.2.13-abc123" and info["token"] == lock.token
         assert info["user"] and info["since"] and not info["taking"]
         assert not is_stale(info, 600)
+        os.chmod(path, 0o600)  # an admin fixing permissions does not make the lock look unowned
+        assert read_holder(path)["token"] == lock.token
         line = describe_holder(info)
         assert f"pid {os.getpid()}" in line and "building zlib 1.2.13-abc123" in line and info["since"] in line
     assert not lock.held
@@ -259,6 +262,32 @@ def test_foreign_holder_with_old_heartbeat_is_taken_over(tmp_path):
     assert read_holder(path)["token"] == lock.token
     lock.release()
     assert os.listdir(tmp_path) == []
+
+
+def test_old_heartbeat_that_moves_while_watched_is_not_taken_over(tmp_path):
+    # after an NFS outage or a suspend, a live holder's heartbeat is old until its thread catches up
+    path = tmp_path / "x.lock"
+    holder = fake_foreign_holder(path, heartbeat_age=3600, beat=0.5)
+    assert is_stale(read_holder(path), 600)
+    seen = []
+    waiter = StoreLock(path, what="waiting", timeout=2, poll=0.02, on_wait=seen.append)
+    outcome = []
+
+    def wait():
+        try:
+            waiter.acquire()
+            outcome.append("taken over")
+        except LockError:
+            outcome.append("timed out")
+
+    t = threading.Thread(target=wait)
+    t.start()
+    wait_until(lambda: seen, what="the waiter to see the holder")
+    os.utime(str(path) + ".info")  # the holder's heartbeat resumes
+    t.join(10)
+    assert outcome == ["timed out"]
+    assert read_holder(path)["token"] == holder.token
+    holder.release()
 
 
 def test_foreign_holder_with_fresh_heartbeat_is_not_taken_over(tmp_path):

@@ -9,13 +9,13 @@ experience), Lustre mounted ``localflock`` makes them node-local (two hosts both
 Files next to ``P`` (all in the lock's own directory, the only place a lock ever writes)::
 
     P                 the lock; filelock owns its content
-    P.info            JSON holder info: pid, host, machine, start, user, what, since, token, lock
+    P.info            JSON holder info: pid, host, machine, start, user, what, since, beat, token, lock
     P.takeover        short-lived guard, held while a stale ``P`` is being removed
     P.info.<t>.tmp    the info being written (renamed onto ``P.info``)
     P.stale.<t>       a stale file being removed
 
 Holder info. Right after creating ``P`` the holder writes ``P.info`` (tmp + rename, so it is never
-read half-written). ``info["lock"]`` is the identity (inode and change time) of the ``P`` it belongs
+read half-written). ``info["lock"]`` is the identity (inode and modification time) of the ``P`` it belongs
 to, so info left behind by an earlier holder is never mistaken for the current one, even when the
 filesystem gives the new ``P`` the old inode number. A ``P`` without matching info is being taken
 right now: it counts as held, and as stale only once it is older than a grace period.
@@ -26,7 +26,9 @@ stale when its pid is gone, a zombie, or a different process (start time differs
 says so at once. A holder elsewhere cannot be probed: it touches ``P.info`` every ``heartbeat``
 seconds from a daemon thread, and is stale once that heartbeat is older than ``stale_after``. On NFS
 the touch is stamped with the server's clock and compared with ours, so clocks must agree to well
-within ``stale_after`` (NTP).
+within ``stale_after`` (NTP). A waiter also insists on seeing the heartbeat stand still for two of the
+holder's beats (``info["beat"]``) before it takes over: after an NFS outage or a suspended VM every
+heartbeat is old until the holders' threads catch up, and a live holder must not lose its lock then.
 
 Takeover. Several waiters judge the same holder stale at about the same moment. If each removed
 ``P`` directly, a slow one would remove the lock a faster one had just taken. So removal happens
@@ -43,6 +45,7 @@ left by a waiter killed mid-takeover (it is held for milliseconds) is removed on
 Readers of the store never take locks, and nothing here writes outside the lock's directory.
 """
 
+import errno
 import json
 import logging
 import os
@@ -65,8 +68,9 @@ TAKING_GRACE = 30.0  # a lock file without holder info is being taken, not stale
 GUARD_STALE = 60.0  # a takeover guard older than this was left by a killed waiter
 WAIT_REPORT_EVERY = 30.0  # seconds between on_wait calls while the holder stays the same
 START_TOLERANCE = 1.0  # psutil start times of one process may differ by up to a second between readers
+MODE = 0o644  # lock files and holder info are readable by every admin and waiter, whatever the umask
 INFO_FIELDS = {"pid": int, "host": str, "machine": str, "start": (int, float), "user": str, "what": str,
-               "since": str, "token": str, "lock": str}
+               "since": str, "beat": (int, float), "token": str, "lock": str}
 
 
 def _machine():
@@ -87,7 +91,8 @@ def _user():
 
 
 def _identity(st):
-    return f"{st.st_ino}:{st.st_ctime_ns}"
+    # not the change time: chmod/chgrp by an admin must not make a held lock look unowned
+    return f"{st.st_ino}:{st.st_mtime_ns}"
 
 
 def _iso(t):
@@ -114,20 +119,28 @@ def _read_info(path, lock_fd):
 
 
 def _open_lock(path):
-    """Open the lock file read-only (this also revalidates NFS caches); None if there is none."""
+    """Open the lock file read-only (this also revalidates NFS caches); None if there is none.
+
+    A lock file we may not read (made by an old filelock under a strict umask) is opened with O_PATH.
+    """
     try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
+        try:
+            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except PermissionError:
+            return os.open(path, os.O_PATH | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ESTALE):
+            return None
+        raise
 
 
 def read_holder(path) -> Optional[dict]:
     """Holder info of the lock file ``path``, None if the lock is free.
 
-    The dict has the fields the holder wrote (pid, host, machine, start, user, what, since, token,
-    lock), plus ``path``, ``heartbeat`` (epoch time of the last heartbeat) and ``taking`` (False).
-    A lock file whose holder has not written its info yet gives only path, lock, heartbeat (the
-    lock file's mtime) and ``taking=True``.
+    The dict has the fields the holder wrote (pid, host, machine, start, user, what, since, beat:
+    its heartbeat interval, token, lock), plus ``path``, ``heartbeat`` (epoch time of the last
+    heartbeat) and ``taking`` (False). A lock file whose holder has not written its info yet gives
+    only path, lock, heartbeat (the lock file's mtime) and ``taking=True``.
     """
     path = os.fspath(path)
     fd = _open_lock(path)
@@ -140,7 +153,7 @@ def read_holder(path) -> Optional[dict]:
 
 
 def is_stale(info: dict, stale_after: float, now=None) -> bool:
-    """Whether the holder described by ``info`` (from :func:`read_holder`) is gone, so the lock may be taken over."""
+    """Whether the holder in ``info`` (from :func:`read_holder`) is gone, so the lock may be taken over."""
     now = time.time() if now is None else now
     if info["taking"]:
         return now - info["heartbeat"] > min(stale_after, TAKING_GRACE)
@@ -148,7 +161,8 @@ def is_stale(info: dict, stale_after: float, now=None) -> bool:
         return now - info["heartbeat"] > stale_after
     try:
         proc = psutil.Process(info["pid"])
-        return proc.status() == psutil.STATUS_ZOMBIE or abs(proc.create_time() - info["start"]) > START_TOLERANCE
+        reused = abs(proc.create_time() - info["start"]) > START_TOLERANCE
+        return reused or proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
     except psutil.AccessDenied:
@@ -160,6 +174,14 @@ def describe_holder(info: dict) -> str:
     if info["taking"]:
         return f"a process that is just taking it (lock file created {_iso(info['heartbeat'])}, no holder info yet)"
     return f"pid {info['pid']} on host {info['host']} ({info['what']}) since {info['since']}, user {info['user']}"
+
+
+def _watched_dead(info, seen):
+    """Whether this waiter saw a remote holder's heartbeat stand still for two of its beats."""
+    if info["taking"] or _is_local(info):
+        return True
+    first = seen.setdefault((info["token"], info["heartbeat"]), time.monotonic())
+    return time.monotonic() - first >= 2 * info["beat"]
 
 
 def _remove_if_same(path, fd, token):
@@ -197,7 +219,7 @@ class StoreLock:
     def __init__(self, path, what: str, timeout: Optional[float] = None, stale_after: float = 600.0,
                  heartbeat: float = 30.0, on_wait: Optional[Callable[[dict], None]] = None, poll: float = 0.2):
         if not 0 < heartbeat < stale_after:
-            raise ValueError(f"heartbeat ({heartbeat}) must be positive and shorter than stale_after ({stale_after})")
+            raise ValueError(f"heartbeat ({heartbeat}) must be positive and below stale_after ({stale_after})")
         self.path = os.path.abspath(os.fspath(path))
         self.what = what
         self.timeout = timeout
@@ -206,7 +228,7 @@ class StoreLock:
         self.on_wait = on_wait
         self.poll = poll
         self.token = uuid.uuid4().hex
-        self._file_lock = SoftFileLock(self.path, thread_local=False)
+        self._file_lock = SoftFileLock(self.path, mode=MODE, thread_local=False)
         self._identity = None
         self._stop = None
 
@@ -225,12 +247,14 @@ class StoreLock:
             raise LockError(f"lock {self.path} is already held by this object (locks are not re-entrant)")
         started = time.monotonic()
         reported = None  # (token of the holder reported, when)
+        seen = {}  # (token, heartbeat) of remote holders -> when this waiter first saw it
         info = None
         while not self._try_acquire():
             current = read_holder(self.path)
             if current is not None:
                 info = current
-                if is_stale(current, self.stale_after) and self._take_over(current):
+                if is_stale(current, self.stale_after) and _watched_dead(current, seen) \
+                        and self._take_over(current):
                     continue
                 key = current.get("token", current["lock"])
                 if self.on_wait and (reported is None or reported[0] != key
@@ -284,10 +308,11 @@ class StoreLock:
         now = time.time()
         info = {"pid": os.getpid(), "host": socket.gethostname(), "machine": _machine(),
                 "start": psutil.Process().create_time(), "user": _user(), "what": self.what,
-                "since": _iso(now), "token": self.token, "lock": self._identity}
+                "since": _iso(now), "beat": self.heartbeat, "token": self.token, "lock": self._identity}
         tmp = f"{self.path}.info.{self.token}.tmp"
         try:
             with open(tmp, "w") as f:
+                os.fchmod(f.fileno(), MODE)
                 json.dump(info, f)
             os.replace(tmp, self.path + ".info")
         except OSError:
@@ -298,19 +323,19 @@ class StoreLock:
     def _beat(self, stop):
         """Touch P.info every ``heartbeat`` seconds while held; stop if someone took the lock over."""
         while not stop.wait(self.heartbeat):
-            info = read_holder(self.path)
-            if info is None or info.get("token") != self.token:
-                log.warning("lock %s was taken over while this process held it", self.path)
-                return
             try:
+                info = read_holder(self.path)
+                if info is None or info.get("token") != self.token:
+                    log.warning("lock %s was taken over while this process held it", self.path)
+                    return
                 os.utime(self.path + ".info")
-            except OSError as e:
+            except OSError as e:  # a network filesystem's hiccup: try again at the next beat
                 log.warning("lock %s: heartbeat failed: %s", self.path, e)
 
     def _take_over(self, judged):
         """Remove the stale lock ``judged`` under the takeover guard. True if the lock file is gone."""
         guard_path = self.path + ".takeover"
-        guard = SoftFileLock(guard_path, thread_local=False)
+        guard = SoftFileLock(guard_path, mode=MODE, thread_local=False)
         try:
             guard.acquire(timeout=0)
         except Timeout:
@@ -363,7 +388,7 @@ class StoreLock:
         if info["taking"]:
             return msg + f" If no sitedist process is running, remove {self.path}."
         if _is_local(info):
-            return msg + f" That process runs on this host: wait for it to finish, or stop it (kill {info['pid']})."
+            return msg + f" That process runs on this host: wait for it to end, or stop it (kill {info['pid']})."
         age = time.time() - info["heartbeat"]
         return (msg + f" Its last heartbeat was {age:.0f}s ago; the lock is taken over by itself once that is "
                 f"older than {self.stale_after:g}s. If that process is truly dead (host {info['host']} down or "
