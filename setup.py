@@ -13,7 +13,7 @@ setup(
         "PyYAML>=5.4",
         "Jinja2>=3.0",
         "psutil>=5.8",
-        "filelock>=3.12",
+        "filelock>=4",  # SoftFileLock semantics the lock layer relies on (tested with 4.2)
         "click>=8.0",
         # Config errors: JSON Schema gives every error with its path in the document, which
         # marked YAML turns into file:line; writing our own validator would be worse.
