@@ -47,6 +47,9 @@ def cli():
 
 
 def main(argv=None):
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")  # e.g. a lock taken over
     try:
         cli.main(args=argv, prog_name="sitedist", standalone_mode=False)
     except SitedistError as exc:
