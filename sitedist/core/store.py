@@ -253,26 +253,34 @@ def _fsync_dir(path):
         pass
 
 
-def build_manifest(prefix):
-    """Every file under ``prefix`` (outside .sitedist/): sha256 and mode, or the link target."""
-    files = {}
+def iter_files(prefix):
+    """(relative path, path, lstat) of every file and symlink under ``prefix``, outside .sitedist/."""
     for dirpath, dirnames, filenames in os.walk(prefix):
         rel_dir = os.path.relpath(dirpath, prefix)
-        if rel_dir == META or rel_dir.startswith(META + os.sep):
-            dirnames[:] = []
-            continue
         if rel_dir == ".":
             dirnames[:] = [d for d in dirnames if d != META]
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             path = os.path.join(dirpath, name)
-            rel = os.path.normpath(os.path.join(rel_dir, name))
             st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                files[rel] = {"link": os.readlink(path)}
-            elif stat.S_ISREG(st.st_mode):
-                files[rel] = {"sha256": file_sha256(path), "mode": oct(stat.S_IMODE(st.st_mode) & 0o777),
-                              "size": st.st_size}
-                _fsync_file(path)
+            if stat.S_ISLNK(st.st_mode) or stat.S_ISREG(st.st_mode):
+                yield os.path.normpath(os.path.join(rel_dir, name)), path, st
+
+
+def manifest_entry(path, st):
+    """What the manifest records of one file: its link target, or sha256, mode and size."""
+    if stat.S_ISLNK(st.st_mode):
+        return {"link": os.readlink(path)}
+    return {"sha256": file_sha256(path), "mode": oct(stat.S_IMODE(st.st_mode) & 0o777), "size": st.st_size}
+
+
+def build_manifest(prefix):
+    """Every file under ``prefix`` (outside .sitedist/): sha256 and mode, or the link target; each
+    file is flushed to disk."""
+    files = {}
+    for rel, path, st in iter_files(prefix):
+        files[rel] = manifest_entry(path, st)
+        if "sha256" in files[rel]:
+            _fsync_file(path)
     return {"format": 1, "files": files}
 
 
