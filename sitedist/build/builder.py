@@ -225,14 +225,14 @@ class Builder:
                     log.write(f"\nsitedist: {exc}\n")
                     raise
             finished = time.time()
-            self.store.complete(prefix, self.spec_record(node, started, finished), log_path)
+            self.store.complete(prefix, self.spec_record(node, started, finished), log_path,
+                                before_marker=lambda: _discard(build_dir))
             ok = True
         except SitedistError as exc:
             raise self._failure(node, exc, log_path, build_dir) from None
         finally:
             if not ok:
                 remove_tree(prefix)  # a failed build leaves no prefix
-        remove_tree(build_dir)
 
     def _prepare_source(self, node, build_dir, log):
         unpacked = os.path.join(build_dir, "src")
@@ -291,6 +291,15 @@ class Builder:
             where = f"log: {log_path}\n  build directory kept: {build_dir}"
         return BuildError(f"{node.label} failed: {exc}\n  last lines of the log:\n{text}\n  {where}",
                           log_path=log_path, build_dir=build_dir)
+
+
+def _discard(build_dir):
+    """Remove a finished build's directory; what cannot be removed (an NFS client's busy .nfs* file)
+    stays for `sitedist verify --repair`."""
+    try:
+        remove_tree(build_dir)
+    except OSError:
+        pass
 
 
 def _kill(proc):

@@ -208,8 +208,10 @@ class Store:
         self._mkdir(os.path.dirname(prefix), shared=True)
         self._mkdir(prefix)
 
-    def complete(self, prefix, spec, log_path, extra=None):
-        """Seal an installed prefix: spec, compressed log, manifest, read-only, then the marker."""
+    def complete(self, prefix, spec, log_path, extra=None, before_marker=None):
+        """Seal an installed prefix: spec, compressed log, manifest, read-only, then the marker.
+        ``before_marker()`` runs just before the marker is written (the builder removes its build
+        directory there, so that no kill leaves a build directory behind a complete artifact)."""
         meta = os.path.join(prefix, META)
         os.makedirs(meta, exist_ok=True)
         self.write_json_atomic(os.path.join(meta, "spec.json"), spec)
@@ -222,6 +224,8 @@ class Store:
         size = sum(e.get("size", 0) for e in manifest["files"].values())
         gid = self._gid()
         seal(prefix, gid)
+        if before_marker is not None:
+            before_marker()
         marker = {"id": spec.get("id"), "completed": time.time(), "host": socket.gethostname(),
                   "subdirs": subdirs, "files": len(manifest["files"]), "bytes": size, **(extra or {})}
         # The marker goes in last, by rename, into the read-only meta dir (opened for this step only).
