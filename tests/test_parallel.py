@@ -57,7 +57,8 @@ def test_independent_builds_overlap_and_dependencies_come_first(tmp_path, source
     overlapping = [(a["label"], b["label"]) for a in ran.values() for b in ran.values()
                    if a["key"] < b["key"] and a["key"] not in needs[b["key"]] and b["key"] not in needs[a["key"]]
                    and a["start"] < b["end"] and b["start"] < a["end"] and a["slot"] != b["slot"]]
-    assert overlapping, f"no independent builds overlapped: {[(p['label'], p['start'], p['end']) for p in ran.values()]}"
+    spans = [(p["label"], p["start"], p["end"]) for p in ran.values()]
+    assert overlapping, f"no independent builds overlapped: {spans}"
 
     text = run_cli("report", config).stdout
     for name in DAG:

@@ -1,0 +1,76 @@
+"""Run every benchmark and print one table: figure, value, target, pass/fail.
+
+    python3 bench/run_all.py [BENCH ...]     # e.g. 'sync startup'; default: all
+
+A benchmark is not a test: a missed target is marked MISSED and the exit status stays 0. A benchmark
+that cannot run at all (an exception) is marked ERROR and makes the exit status 1. Nothing is written
+besides what the benchmarks themselves keep (bench_sync's store cache under $TMPDIR).
+"""
+
+import importlib
+import operator
+import sys
+import time
+import traceback
+
+# bench module -> rows of (figure, key of the value, comparison, key of the target), all keys being
+# those of the dict the module's main() returns; a row without a comparison is information only.
+ROWS = {
+    "bench_scheduler": [("scheduler: makespan / lower bound (200 sleep jobs, 2 slots)", "ratio", "<=", "target")],
+    "bench_sync": [("no-op sync, 1,000 packages present (s, whole process)", "noop_sync_s", "<", "noop_target_s"),
+                   ("dry run, 1,000 packages missing (s, whole process)", "dry_run_s", "<", "dry_run_target_s")],
+    "bench_startup": [("sitedist --help (s, whole process)", "help_s", "<", "target_s")],
+    "bench_hashing": [("file_sha256 / sha256sum throughput (1 GiB)", "ratio", ">=", "target"),
+                      ("  file_sha256 (MB/s)", "file_sha256_mb_s", None, None),
+                      ("  sha256sum (MB/s)", "sha256sum_mb_s", None, None)],
+    "bench_modules": [("modules: 10,000 modulefiles, full publish (s)", "full_publish_s", "<", "full_target_s"),
+                      ("modules: unchanged re-publish (s)", "unchanged_republish_s", "<", "unchanged_target_s"),
+                      ("  one artifact changed, re-publish (s)", "one_changed_republish_s", None, None)],
+}
+COMPARE = {"<": operator.lt, "<=": operator.le, ">=": operator.ge}
+
+
+def run(names):
+    """Rows of (figure, value, target, verdict) and whether every benchmark ran."""
+    table, all_ran = [], True
+    for name in names:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        began = time.perf_counter()
+        try:
+            figures = importlib.import_module(name).main()
+        except Exception:
+            traceback.print_exc()
+            table.append((name, "-", "-", "ERROR"))
+            all_ran = False
+            continue
+        print(f"  {name} took {time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
+        for figure, key, op, target_key in ROWS[name]:
+            if op is None:
+                table.append((figure, figures[key], "", ""))
+                continue
+            target = figures[target_key]
+            met = COMPARE[op](figures[key], target)
+            table.append((figure, figures[key], f"{op} {target}", "pass" if met else "MISSED"))
+    return table, all_ran
+
+
+def main(argv):
+    names = [a if a.startswith("bench_") else f"bench_{a}" for a in argv] or list(ROWS)
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        sys.exit(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(ROWS)}")
+    table, all_ran = run(names)
+    rows = [("figure", "value", "target", "result")] + [tuple(map(str, row)) for row in table]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    rows.insert(1, tuple("-" * w for w in widths))
+    for row in rows:  # a Markdown table, to paste into bench/README.md as it is
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |")
+    missed = sum(row[3] == "MISSED" for row in table)
+    errors = sum(row[3] == "ERROR" for row in table)
+    print(f"\n{missed} target(s) missed" if missed else "\nall targets met", end="")
+    print(f", {errors} benchmark(s) could not run" if errors else "")
+    return 0 if all_ran else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
