@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 from sitedist import __version__
 from sitedist.core.locks import StoreLock
 from sitedist.core.sources import source_root, unpack
@@ -201,6 +203,8 @@ class Builder:
     def _build_package(self, node, prefix, ctx):
         started = time.time()
         build_dir = self.store.build_path(node.name, node.version, node.aid)
+        if os.path.lexists(build_dir) or os.path.lexists(prefix):
+            stop_strays(build_dir)  # an interrupted build of this artifact may have left processes
         remove_tree(build_dir)
         os.makedirs(os.path.join(build_dir, "tmp"))
         log_path = os.path.join(build_dir, "build.log")
@@ -291,6 +295,23 @@ class Builder:
             where = f"log: {log_path}\n  build directory kept: {build_dir}"
         return BuildError(f"{node.label} failed: {exc}\n  last lines of the log:\n{text}\n  {where}",
                           log_path=log_path, build_dir=build_dir)
+
+
+def stop_strays(build_dir):
+    """Kill the processes an interrupted build left running on this machine (found by the
+    SITEDIST_BUILD_DIR of their environment), so that none writes into a prefix being built again.
+    A killed sync's build commands usually die of SIGPIPE at their next line of output; a quiet one
+    (a long link, a loop) would not."""
+    strays = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("SITEDIST_BUILD_DIR") == build_dir:
+                proc.kill()
+                strays.append(proc)
+        except (psutil.Error, OSError):
+            continue  # gone, a zombie, or another user's: not ours
+    psutil.wait_procs(strays, timeout=30)
+    return len(strays)
 
 
 def _discard(build_dir):
