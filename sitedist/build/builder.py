@@ -10,6 +10,7 @@ store, so that build systems which ignore LDFLAGS still find their dependencies 
 """
 
 import collections
+import errno
 import os
 import shutil
 import signal
@@ -205,12 +206,12 @@ class Builder:
         build_dir = self.store.build_path(node.name, node.version, node.aid)
         if os.path.lexists(build_dir) or os.path.lexists(prefix):
             stop_strays(build_dir)  # an interrupted build of this artifact may have left processes
-        remove_tree(build_dir)
-        os.makedirs(os.path.join(build_dir, "tmp"))
         log_path = os.path.join(build_dir, "build.log")
-        self.store.prepare_prefix(prefix)
         ok = False
         try:
+            remove_tree(build_dir)
+            os.makedirs(os.path.join(build_dir, "tmp"))
+            self.store.prepare_prefix(prefix)
             with open(log_path, "w", encoding="utf-8", errors="replace") as log:
                 log.write(f"sitedist {__version__}: building {node.label} -> {prefix}\n")
                 try:
@@ -225,13 +226,15 @@ class Builder:
                     log.flush()
                     self._run(["bash", "--noprofile", "--norc", script], src, env, log, ctx)
                     fix_rpaths(prefix, dep_libs, build_dir, log)
-                except SitedistError as exc:
-                    log.write(f"\nsitedist: {exc}\n")
+                except (SitedistError, OSError) as exc:
+                    _note(log, f"\nsitedist: {_os_error(exc) if isinstance(exc, OSError) else exc}\n")
                     raise
             finished = time.time()
             self.store.complete(prefix, self.spec_record(node, started, finished), log_path,
                                 before_marker=lambda: _discard(build_dir))
             ok = True
+        except OSError as exc:  # sitedist's own writes: a full disk, a quota, permissions
+            raise self._failure(node, BuildError(_os_error(exc)), log_path, build_dir) from None
         except SitedistError as exc:
             raise self._failure(node, exc, log_path, build_dir) from None
         finally:
@@ -312,6 +315,23 @@ def stop_strays(build_dir):
             continue  # gone, a zombie, or another user's: not ours
     psutil.wait_procs(strays, timeout=30)
     return len(strays)
+
+
+def _os_error(exc):
+    text = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        text += ("; the filesystem is full or the quota used up: free space and run the sync again "
+                 "(nothing of this build was kept in the store)")
+    return text
+
+
+def _note(log, text):
+    """Write to a build log, unless the disk is full (the error is reported anyway)."""
+    try:
+        log.write(text)
+        log.flush()
+    except OSError:
+        pass
 
 
 def _discard(build_dir):
