@@ -166,3 +166,27 @@ def test_recipe_asking_for_ld_library_path_is_refused(tmp_path, stack):
     with pytest.raises(ModulesError, match="LD_LIBRARY_PATH"):
         publish(stack + [bad], {"root": str(tmp_path / "modules"), "formats": ["lua"]})
     assert not (tmp_path / "modules" / "current").exists()
+
+
+def test_flat_trees_pass_lmod_syntax_check_and_tclint(tmp_path, stack):
+    config = {"root": str(tmp_path / "modules"), "formats": ["lua", "tcl"], "defaults": {"tool": "1.0"},
+              "header": "Site: test cluster", "footer": "end"}
+    result = publish(stack, config)
+    for fmt in ("lua", "tcl"):
+        r = ModuleShell.lmod(result.modulepath[fmt], tmp_path).run(
+            f"$LMOD_DIR/check_module_tree_syntax {result.modulepath[fmt]} 2>&1")
+        assert "No errors found" in r.stdout
+    tcl_files = [str(p) for p in (tmp_path / "modules/tcl").resolve().rglob("*") if p.is_file()]
+    assert len(tcl_files) == len(stack) + 2   # and the .modulerc of zlib (hidden) and tool (default)
+    proc = subprocess.run(["tclint", *tcl_files], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("tool_fmt", TOOLS[1:], ids=["-".join(t) for t in TOOLS[1:]])
+def test_tcl_help_survives_quoting_and_long_lines(tmp_path, stack, tool_fmt, em5):
+    tool, fmt = tool_fmt
+    sh = shell(tool, fmt, tree_of(tmp_path, stack, fmt), tmp_path, em5)
+    hdf5 = stack[2]
+    r = sh.run("module help hdf5/1.14.0 2>&1; module whatis hdf5/1.14.0 2>&1")
+    assert 'HDF5 "hierarchical" data [format] $lib' in r.stdout
+    assert f"Prefix:    {hdf5.prefix}" in r.stdout and hdf5.artifact_id in r.stdout

@@ -131,7 +131,7 @@ def plan_tree(entries, config):
             depends=_depends(e, level, by_aid), hidden=hide and not e.explicit))
     modules.sort(key=lambda m: m.relpath)
     levels = sorted({m.level for m in modules} | {m.opens for m in modules if m.opens}
-                    | ({"Core"} if layout == "hierarchical" else set()))
+                    | ({"Core"} if layout == "hierarchical" else {""}))
     defaults = _defaults(modules, config.get("defaults") or {})
     return TreePlan(layout=layout, modules=modules, defaults=defaults, levels=tuple(levels), notes=notes)
 

@@ -101,7 +101,9 @@ def publish(entries, config, lock=nullcontext()):
     digest = inputs_digest(entries, config, renderer.digest)
     gens = os.path.join(root, GENERATIONS)
     with lock:
-        os.makedirs(gens, exist_ok=True)
+        if not os.path.isdir(gens):
+            os.makedirs(gens)
+            os.chmod(gens, 0o755)   # users must read the tree whatever the publisher's umask
         _remove_leftovers(gens)
         current = _current(root)
         old = _read_json(os.path.join(gens, str(current), MANIFEST)) if current else None
@@ -416,4 +418,4 @@ def _cache_stale(root, cache_dir):
         stamp = os.stat(os.path.join(cache_dir, "timestamp")).st_mtime
     except FileNotFoundError:
         return True
-    return stamp < os.lstat(os.path.join(root, CURRENT)).st_mtime
+    return stamp <= os.lstat(os.path.join(root, CURRENT)).st_mtime   # equal: a coarse clock, refresh

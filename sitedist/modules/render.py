@@ -37,10 +37,22 @@ _PYTHON_SITE = re.compile(r"^lib(64)?/python\d+\.\d+/site-packages$")
 _CMAKE_HINTS = {"include", "lib", "lib64", "lib/cmake", "lib64/cmake", "share/cmake"}
 
 
+_LUA_ESCAPES = str.maketrans({**{chr(c): "\\%03d" % c for c in (*range(32), 127)},
+                              "\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
+_TCL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\$", "[": "\\[", "]": "\\]", "\n": "\\n",
+                              "\r": "\\r"})
+_LUA_SPECIAL = re.compile(r'[\x00-\x1f\x7f\\"]')
+_TCL_SPECIAL = re.compile(r'[\\"$\[\]\n\r]')
+_TCL_BARE = re.compile(r"[A-Za-z0-9_./:+@%=,-]+")
+_TCL_CHUNK = 48   # characters of a string per line: generated Tcl stays within tclint's line length
+# Up to 44 characters, never splitting an escape or ${root} (longer only when full of escapes).
+_TCL_CHUNKS = re.compile(r"(?:\$\{root\}|\\.|[^\\]){1,44}", re.S)
+
+
 def lua_string(text):
     """A double-quoted Lua string literal."""
-    out = str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda m: "\\%03d" % ord(m.group()), out) + '"'
+    text = str(text)
+    return '"' + (text.translate(_LUA_ESCAPES) if _LUA_SPECIAL.search(text) else text) + '"'
 
 
 def lua_long_string(text):
@@ -53,34 +65,24 @@ def lua_long_string(text):
 
 
 def _tcl_escape(text):
-    out = str(text)
-    for char, esc in (("\\", "\\\\"), ('"', '\\"'), ("$", "\\$"), ("[", "\\["), ("]", "\\]"),
-                      ("\n", "\\n"), ("\r", "\\r")):
-        out = out.replace(char, esc)
-    return out
-
-
-_TCL_CHUNK = 48   # characters of a string per line: generated Tcl stays within tclint's line length
+    text = str(text)
+    return text.translate(_TCL_ESCAPES) if _TCL_SPECIAL.search(text) else text
 
 
 def _tcl_quoted(escaped, indent):
     """A double-quoted Tcl word of ``escaped``; a long one becomes ``[join [list "..." \\ "..."] ""]`` over
-    several lines, split between escapes and ``${root}``."""
+    several lines."""
     if len(escaped) <= _TCL_CHUNK:
         return f'"{escaped}"'
-    chunks = [""]
-    for token in re.findall(r"\$\{root\}|\\.|[^\\]", escaped, re.S):
-        if len(chunks[-1]) + len(token) > _TCL_CHUNK:
-            chunks.append("")
-        chunks[-1] += token
-    return "[join [list " + (" \\\n" + " " * indent).join(f'"{c}"' for c in chunks) + '] ""]'
+    sep = '" \\\n' + " " * indent + '"'
+    return '[join [list "' + sep.join(_TCL_CHUNKS.findall(escaped)) + '"] ""]'
 
 
 def tcl_word(text, indent=4):
     """One Tcl word: bare when short and of safe characters only, else double-quoted (over several lines
     when long; ``indent`` is where continuation lines start)."""
     text = str(text)
-    if text and len(text) <= _TCL_CHUNK and re.fullmatch(r"[A-Za-z0-9_./:+@%=,-]+", text):
+    if text and len(text) <= _TCL_CHUNK and _TCL_BARE.fullmatch(text):
         return text
     return _tcl_quoted(_tcl_escape(text), indent)
 

@@ -1,0 +1,95 @@
+"""Benchmark: generate 10,000 modulefiles in both formats from a synthetic store, then publish again.
+
+Targets (issue 4): the full generation under 3 s, a re-publish with nothing changed under 0.3 s.
+Also measured: a re-publish after one artifact changed (a new generation reusing every other file).
+Also measured, to read the figures against the machine: the time the file system takes to create the same
+number of directories and files with no rendering at all (on a busy disk this alone can exceed the target).
+Run: python bench/bench_modules.py [N] [DIRECTORY]   (DIRECTORY: where to publish; default: the temp dir)
+"""
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from sitedist.modules import ModuleEntry, publish
+
+SUBDIRS = ("bin", "lib", "include", "share/man", "lib/pkgconfig", "lib/cmake")
+
+
+def synthetic_entries(n, store="/nonexistent/store"):
+    """n entries: n/4 packages with 4 versions each; one version in four built with a second toolchain
+    (told apart by the 'toolchain' rule), every fifth package needing the first package's first version."""
+    entries = []
+    first = None
+    for i in range(n):
+        name, version = f"pkg{i // 4:05d}", f"{1 + i % 2}.{i % 7}.{i % 4}"
+        toolchain = "gcc-openmpi" if i % 4 == 3 else ""
+        aid = hashlib.sha256(f"{i}".encode()).hexdigest()[:32]
+        deps = ((first.name, first.version, first.artifact_id),) if first and i % 5 == 0 else ()
+        e = ModuleEntry(name=name, version=version, prefix=f"{store}/{name}/{version}-{aid}", artifact_id=aid,
+                        description=f"Synthetic package {i}", homepage="https://example.org",
+                        toolchain=toolchain, run_depends=deps, subdirs=SUBDIRS, explicit=i % 3 != 0,
+                        env=(("set", f"{name.upper()}_DATA", "{prefix}/share/data"),))
+        first = first or e
+        entries.append(e)
+    return entries
+
+
+def fs_baseline(directory, tree):
+    """Seconds to create the directories and files of ``tree`` (a generation directory) with fixed content."""
+    files = [os.path.relpath(os.path.join(d, f), tree) for d, _, fs in os.walk(tree) for f in fs]
+    dirs = sorted({os.path.dirname(f) for f in files})
+    base = tempfile.mkdtemp(prefix="bench-fs-", dir=directory)
+    try:
+        t = time.perf_counter()
+        for d in dirs:
+            os.makedirs(os.path.join(base, d), exist_ok=True)
+        for f in files:
+            with open(os.path.join(base, f), "w") as out:
+                out.write("x" * 900)
+        return time.perf_counter() - t
+    finally:
+        shutil.rmtree(base)
+
+
+def main(n=10_000, directory=None):
+    entries = synthetic_entries(n)
+    root = tempfile.mkdtemp(prefix="bench-modules-", dir=directory)
+    try:
+        config = {"root": root, "formats": ["lua", "tcl"], "layout": "flat", "disambiguate": ["toolchain"],
+                  "keep": 5}
+        t = time.perf_counter()
+        full = publish(entries, config)
+        t_full = time.perf_counter() - t
+        t = time.perf_counter()
+        same = publish(entries, config)
+        t_same = time.perf_counter() - t
+        changed = list(entries)
+        e = changed[n // 2]
+        changed[n // 2] = ModuleEntry(**{**e.__dict__, "artifact_id": "0" * 32, "prefix": e.prefix + "-rebuilt"})
+        t = time.perf_counter()
+        one = publish(changed, config)
+        t_one = time.perf_counter() - t
+        t_fs = fs_baseline(directory, full.path)
+    finally:
+        shutil.rmtree(root)
+    assert full.changed and not same.changed and one.rendered == 2
+    figures = {
+        "directory": directory or tempfile.gettempdir(), "modules": full.modules, "files": full.rendered,
+        "full_publish_s": round(t_full, 3), "full_target_s": 3.0,
+        "unchanged_republish_s": round(t_same, 4), "unchanged_target_s": 0.3,
+        "one_changed_republish_s": round(t_one, 3), "one_changed_rendered": one.rendered,
+        "one_changed_reused": one.reused, "fs_baseline_s": round(t_fs, 3),
+    }
+    return figures
+
+
+if __name__ == "__main__":
+    figures = main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000, sys.argv[2] if len(sys.argv) > 2 else None)
+    for key, value in figures.items():
+        print(f"{key:26} {value}")
+    ok = figures["full_publish_s"] < 3.0 and figures["unchanged_republish_s"] < 0.3
+    print("targets met" if ok else "TARGETS MISSED")

@@ -1,0 +1,280 @@
+"""Publishing in generations: atomic switches under a reader, incremental reuse, clashes that leave the
+published tree untouched, rollback, pruning and GC roots, users' loaded environments across switches, the
+Lmod spider cache, and site templates."""
+
+import hashlib
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from modtools import LMOD_INIT, ModuleShell, em5_init, make_prefix, user_env  # noqa: F401
+
+from sitedist.errors import ModulesError
+from sitedist.modules import (ModuleEntry, list_generations, live_prefixes, modulepath_lines, publish, rollback)
+
+TOOLS = [("lmod", "lua"), ("lmod", "tcl"), ("em5", "tcl")]
+REPUBLISH = "import pickle, sys\nfrom sitedist.modules import publish\npublish(*pickle.load(open(sys.argv[1], 'rb')))\n"
+
+
+def aid(*parts):
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:32]
+
+
+class Store:
+    def __init__(self, path):
+        self.path = path
+
+    def entry(self, name, version, tag="", **kw):
+        a = aid(name, version, tag, kw.get("toolchain", ""))
+        prefix, subdirs = make_prefix(self.path, name, version, a)
+        return ModuleEntry(name=name, version=version, prefix=prefix, artifact_id=a, subdirs=subdirs, **kw)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "store")
+
+
+@pytest.fixture
+def em5(request):
+    if request.node.callspec.params["tool_fmt"][0] == "em5":
+        return request.getfixturevalue("em5_init")
+    return None
+
+
+def config(tmp_path, **kw):
+    return {"root": str(tmp_path / "modules"), "formats": ["lua", "tcl"], "layout": "flat", **kw}
+
+
+def tree_checksum(root):
+    """Digest of everything under root: names, symlink targets, file contents."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(root)):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            h.update(path.encode())
+            if os.path.islink(path):
+                h.update(os.readlink(path).encode())
+            elif os.path.isfile(path):
+                h.update(Path(path).read_bytes())
+    return h.hexdigest()
+
+
+def republish_command(tmp_path, name, entries, cfg):
+    state = tmp_path / f"{name}.pkl"
+    state.write_bytes(pickle.dumps((entries, cfg)))
+    helper = tmp_path / "republish.py"
+    helper.write_text(REPUBLISH)
+    return f"{sys.executable} {helper} {state}"
+
+
+def test_unchanged_inputs_publish_nothing_and_changes_reuse_unchanged_files(tmp_path, store):
+    entries = [store.entry("zlib", "1.3"), store.entry("tool", "1.0"), store.entry("tool", "2.0")]
+    cfg = config(tmp_path, defaults={"tool": "1.0"})
+    first = publish(entries, cfg)
+    assert (first.generation, first.changed, first.reused) == (1, True, 0)
+    assert first.rendered == 3 * 2 + 2   # three modules and one .modulerc, in two formats
+    before = tree_checksum(tmp_path / "modules")
+    again = publish(list(reversed(entries)), cfg)
+    assert (again.generation, again.changed, again.rendered) == (1, False, 0)
+    assert tree_checksum(tmp_path / "modules") == before
+
+    changed = [entries[0], entries[1], store.entry("tool", "2.0", tag="rebuilt")]
+    second = publish(changed, cfg)
+    assert (second.generation, second.rendered, second.reused) == (2, 2, 6)
+    g1, g2 = Path(first.path), Path(second.path)
+    assert os.stat(g1 / "lmod/zlib/1.3.lua").st_ino == os.stat(g2 / "lmod/zlib/1.3.lua").st_ino
+    assert os.stat(g1 / "tcl/tool/2.0").st_ino != os.stat(g2 / "tcl/tool/2.0").st_ino
+    assert changed[2].prefix in (g2 / "lmod/tool/2.0.lua").read_text()
+
+
+def test_name_clash_is_an_error_naming_both_and_leaves_the_tree_untouched(tmp_path, store):
+    cfg = config(tmp_path)
+    publish([store.entry("zlib", "1.3")], cfg)
+    before = tree_checksum(tmp_path / "modules")
+    a = store.entry("hdf5", "1.14.0", toolchain="gcc-openmpi", options=(("mpi", "True"),))
+    b = store.entry("hdf5", "1.14.0", toolchain="gcc-mpich", options=(("mpi", "True"),))
+    with pytest.raises(ModulesError) as err:
+        publish([store.entry("zlib", "1.3"), a, b], cfg)
+    text = str(err.value)
+    assert "hdf5/1.14.0" in text
+    for e in (a, b):
+        assert e.artifact_id in text and e.toolchain in text and "mpi=True" in text
+    assert "'toolchain'" in text and "'hash'" in text and "'options'" not in text
+    assert "unchanged" in text
+    assert tree_checksum(tmp_path / "modules") == before
+
+    # with the rule, both are published under told-apart names, and load
+    result = publish([store.entry("zlib", "1.3"), a, b], {**cfg, "disambiguate": ["options", "toolchain"]})
+    assert any("'toolchain'" in n and "hdf5/1.14.0-gcc-openmpi" in n for n in result.notes)
+    sh = ModuleShell.lmod(result.modulepath["lua"], tmp_path)
+    r = sh.run("module load hdf5/1.14.0-gcc-mpich; snap m; module load hdf5/1.14.0-gcc-openmpi; snap o")
+    assert r.snaps["m"]["HDF5_ROOT"] == b.prefix and r.snaps["o"]["HDF5_ROOT"] == a.prefix
+
+
+def test_rollback_switches_to_the_previous_generation(tmp_path, store):
+    cfg = config(tmp_path, keep=3)
+    v1 = [store.entry("app", "1.0", tag="a")]
+    v2 = [store.entry("app", "1.0", tag="b")]
+    publish(v1, cfg)
+    publish(v2, cfg)
+    sh = ModuleShell.lmod(f"{tmp_path}/modules/lmod", tmp_path)
+    assert sh.run("module load app; snap s").snaps["s"]["APP_ROOT"] == v2[0].prefix
+    assert rollback(cfg["root"]) == 1
+    assert sh.run("module load app; snap s").snaps["s"]["APP_ROOT"] == v1[0].prefix
+    assert [(g.number, g.current) for g in list_generations(cfg["root"])] == [(1, True), (2, False)]
+    with pytest.raises(ModulesError, match="oldest"):
+        rollback(cfg["root"])
+    again = publish(v2, cfg)     # after a rollback, publishing the config again makes a new generation
+    assert (again.generation, again.changed) == (3, True)
+    assert sh.run("module load app; snap s").snaps["s"]["APP_ROOT"] == v2[0].prefix
+
+
+def test_old_generations_are_pruned_and_kept_ones_are_gc_roots(tmp_path, store):
+    cfg = config(tmp_path, keep=2)
+    common = store.entry("zlib", "1.3")
+    apps = [store.entry("app", "1.0", tag=str(i)) for i in range(4)]
+    for i, app in enumerate(apps):
+        result = publish([common, app], cfg)
+    assert result.pruned == [2]
+    assert [g.number for g in list_generations(cfg["root"])] == [3, 4]
+    assert live_prefixes(cfg["root"]) == {common.prefix, apps[2].prefix, apps[3].prefix}
+    assert sorted(os.listdir(tmp_path / "modules/generations")) == ["3", "4"]
+
+
+def test_modulepath_lines_name_the_stable_roots(tmp_path):
+    assert modulepath_lines(config(tmp_path, layout="hierarchical")) == [
+        f"module use {tmp_path}/modules/lmod/Core  # Lmod",
+        f"module use {tmp_path}/modules/tcl/Core  # Environment Modules (or Lmod reading Tcl modulefiles)"]
+
+
+@pytest.mark.parametrize("tool_fmt", TOOLS, ids=["-".join(t) for t in TOOLS])
+def test_users_loaded_modules_unload_cleanly_after_a_switch_and_prune(tmp_path, store, tool_fmt, em5):
+    """A user loaded modules from generation 1; generation 2 changed their prefixes and generation 1 is
+    pruned. Unloading still restores the environment, and loading again gives the new build."""
+    tool, fmt = tool_fmt
+    gcc_prefix, _ = make_prefix(store.path, "gcc", "12.2.0", "g", man=False, pkgconfig=False, include=False,
+                                lib=False)
+    gcc = ModuleEntry("gcc", "12.2.0", gcc_prefix, "g", kind="compiler", subdirs=("bin",))
+    old, new = ([gcc, store.entry("app", "1.0", tag=t), store.entry("fftw", "3.3", tag=t, compiler=("gcc", "12.2.0"))]
+                for t in ("old", "new"))
+    cfg = config(tmp_path, layout="hierarchical", formats=[fmt], keep=1)
+    result = publish(old, cfg)
+    switch = republish_command(tmp_path, "new", new, cfg)
+    sh = ModuleShell(LMOD_INIT if tool == "lmod" else em5, result.modulepath[fmt], tmp_path)
+    r = sh.run(f"snap before; module load app gcc fftw; snap loaded\n"
+               f"{switch}; test ! -e {tmp_path}/modules/generations/1\n"
+               "module unload fftw app; snap unloaded; module load fftw app; snap reloaded; module purge; snap end")
+    assert r.snaps["loaded"]["APP_ROOT"] == old[1].prefix and r.snaps["loaded"]["FFTW_ROOT"] == old[2].prefix
+    unloaded = r.snaps["unloaded"]
+    assert "APP_ROOT" not in unloaded and "FFTW_ROOT" not in unloaded
+    assert old[1].prefix not in unloaded["PATH"] and old[2].prefix not in unloaded["PATH"]
+    assert r.snaps["reloaded"]["APP_ROOT"] == new[1].prefix and r.snaps["reloaded"]["FFTW_ROOT"] == new[2].prefix
+    assert user_env(r.snaps["end"]) == user_env(r.snaps["before"])
+
+
+def _reader(sh, log, stop):
+    script = (f"set +e\nwhile [ ! -e {stop} ]; do\n"
+              "  out=$( { module load app && app && lib && echo \"root=$APP_ROOT\"; } 2>&1 ); rc=$?\n"
+              f"  if [ $rc = 0 ]; then echo \"OK ${{out//$'\\n'/ }}\" >> {log}; "
+              f"else echo \"FAIL $rc ${{out//$'\\n'/ }}\" >> {log}; fi\n"
+              "done\n")
+    env = sh.base_env()
+    prelude = f"source {sh.init_file}\nexport MODULEPATH={sh.modulepath}\n"
+    return subprocess.Popen(["bash", "--noprofile", "--norc", "-c", prelude + script], env=env, cwd=sh.home)
+
+
+def _wait_for_lines(log, count, reader, timeout=60):
+    """Wait until the reader has logged ``count`` lines (progress, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= count:
+            return
+        assert reader.poll() is None, "the reader died"
+        time.sleep(0.01)
+    raise AssertionError(f"the reader made no progress: {log.read_text() if log.exists() else ''}")
+
+
+@pytest.mark.parametrize("tool_fmt", [TOOLS[0], TOOLS[2]], ids=["lmod-lua", "em5-tcl"])
+def test_reader_never_fails_while_generations_are_published(tmp_path, store, tool_fmt, em5):
+    tool, fmt = tool_fmt
+    lib = store.entry("lib", "1.0")
+    apps = [store.entry("app", "1.0", tag=t, run_depends=(("lib", "1.0", lib.artifact_id),)) for t in "ab"]
+    cfg = config(tmp_path, formats=[fmt], keep=3)
+    result = publish([lib, apps[0]], cfg)
+    sh = ModuleShell(LMOD_INIT if tool == "lmod" else em5, result.modulepath[fmt], tmp_path)
+    log, stop = tmp_path / "reader.log", tmp_path / "stop"
+    reader = _reader(sh, log, stop)
+    try:
+        _wait_for_lines(log, 1, reader)
+        for i in range(1, 21):
+            extra = [store.entry("extra", f"{i}.0")]   # every generation differs from the one before
+            seen = len(log.read_text().splitlines())
+            publish([lib, apps[i % 2], *extra], cfg)
+            _wait_for_lines(log, seen + 1, reader)
+    finally:
+        stop.touch()
+        reader.wait(60)
+    lines = log.read_text().splitlines()
+    assert [line for line in lines if not line.startswith("OK ")] == []
+    assert len(lines) >= 21
+    roots = {line.split("root=")[1] for line in lines}
+    assert roots == {apps[0].prefix, apps[1].prefix}
+    assert [g.number for g in list_generations(cfg["root"])] == [19, 20, 21]
+
+
+def test_lmod_spider_cache_is_refreshed_after_each_publish(tmp_path, store):
+    cache = tmp_path / "cache"
+    rc = tmp_path / "lmodrc.lua"
+    rc.write_text(f'scDescriptT = {{ {{ ["dir"] = "{cache}", ["timestamp"] = "{cache}/timestamp" }} }}\n')
+    cfg = config(tmp_path, formats=["lua"])
+    one, three = store.entry("tool", "1.0"), store.entry("tool", "3.0")
+    publish([one], {**cfg, "lmod_cache": str(cache)})
+    sh = ModuleShell.lmod(f"{tmp_path}/modules/lmod", tmp_path, {"LMOD_RC": str(rc)})
+    assert "tool/1.0" in sh.run("module spider tool 2>&1").stdout
+    # without a refresh, Lmod's spider answers from the stale cache: the new version is missing
+    publish([one, three], cfg)
+    assert "tool/3.0" not in sh.run("module spider tool 2>&1").stdout
+    # publishing the same inputs with the cache configured refreshes the stale cache
+    result = publish([one, three], {**cfg, "lmod_cache": str(cache)})
+    assert not result.changed
+    assert "tool/3.0" in sh.run("module spider tool 2>&1").stdout
+
+
+def test_site_templates_header_and_footer(tmp_path, store):
+    site = tmp_path / "site-templates"
+    site.mkdir()
+    (site / "modulefile.lua.j2").write_text(
+        '{% extends "builtin/modulefile.lua.j2" %}\n'
+        '{% block footer %}{{ super() }}setenv("SITE_MARK", {{ (name ~ "@" ~ version) | lua }})\n{% endblock %}\n')
+    entries = [store.entry("tool", "1.0")]
+    cfg = config(tmp_path, templates=str(site), header="Site: Example HPC\nHelp: hpc@example.org",
+                 footer="end of file")
+    result = publish(entries, cfg)
+    lua = (Path(result.path) / "lmod/tool/1.0.lua").read_text()
+    tcl = (Path(result.path) / "tcl/tool/1.0").read_text()
+    assert "-- Site: Example HPC\n-- Help: hpc@example.org\n" in lua and "-- end of file\n" in lua
+    assert "# Site: Example HPC\n# Help: hpc@example.org\n" in tcl and "# end of file\n" in tcl
+    sh = ModuleShell.lmod(result.modulepath["lua"], tmp_path)
+    assert sh.run("module load tool; snap s").snaps["s"]["SITE_MARK"] == "tool@1.0"
+    # changing a site template is a change: everything is rendered again
+    (site / "modulefile.lua.j2").write_text('{% extends "builtin/modulefile.lua.j2" %}\n')
+    again = publish(entries, cfg)
+    assert again.changed and again.rendered == 2 and again.reused == 0
+    assert "SITE_MARK" not in (Path(again.path) / "lmod/tool/1.0.lua").read_text()
+
+
+def test_tree_is_readable_by_users_whatever_the_publishers_umask(tmp_path, store):
+    old = os.umask(0o077)
+    try:
+        result = publish([store.entry("tool", "1.0")], config(tmp_path))
+    finally:
+        os.umask(old)
+    assert os.stat(Path(result.path) / "lmod/tool/1.0.lua").st_mode & 0o777 == 0o644
+    for d in ("lmod/tool", "lmod", "", ".."):
+        assert os.stat(Path(result.path) / d).st_mode & 0o777 == 0o755, d
