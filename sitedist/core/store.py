@@ -152,6 +152,11 @@ class Store:
 
     def init(self):
         self.check_writable()
+        if self._gid() is not None:
+            # Everything this process writes into a group store (lock files and their holder info,
+            # reports, the source cache, build directories) must be usable by the other admins of
+            # the group, whatever this admin's umask.
+            os.umask(os.umask(0) & ~0o070)
         for d in (self.root, self.meta, self.src_dir, self.build_root, self.lock_dir, self.gcroots_dir,
                   self.reports_dir, self.tmp_dir):
             self._mkdir(d, shared=True)
@@ -173,7 +178,8 @@ class Store:
             raise StoreError(f"store.group: no such group '{self.group}'") from None
 
     def _mkdir(self, path, shared=False):
-        """mkdir -p; with a store group, new directories get the group, setgid, and (shared ones) g+w."""
+        """mkdir -p; new directories are world-readable; with a store group they get the group, setgid,
+        and (shared ones) g+w."""
         if os.path.isdir(path):
             return
         parent = os.path.dirname(path)
@@ -185,13 +191,14 @@ class Store:
             return
         except OSError as exc:
             raise StoreError(f"cannot create {path}: {exc.strerror}") from None
+        # Readable by everyone, as sealed artifacts are, whatever the umask: users reach the artifacts
+        # through these directories. With a store group: its group, setgid, and (shared ones) g+w.
+        mode = stat.S_IMODE(os.stat(path).st_mode) | 0o755
         gid = self._gid()
-        if gid is not None and path.startswith(self.root):
+        if gid is not None and (path == self.root or path.startswith(self.root + os.sep)):
             os.chown(path, -1, gid)
-            mode = stat.S_IMODE(os.stat(path).st_mode) | stat.S_ISGID | stat.S_IRGRP | stat.S_IXGRP
-            if shared:
-                mode |= stat.S_IWGRP
-            os.chmod(path, mode)
+            mode |= stat.S_ISGID | (stat.S_IWGRP if shared else 0)
+        os.chmod(path, mode)
 
     def write_json_atomic(self, path, data):
         tmp = f"{path}.tmp-{os.getpid()}-{time.monotonic_ns()}"
