@@ -236,7 +236,7 @@ class Store:
         marker = {"id": spec.get("id"), "completed": time.time(), "host": socket.gethostname(),
                   "subdirs": subdirs, "files": len(manifest["files"]), "bytes": size, **(extra or {})}
         # The marker goes in last, by rename, into the read-only meta dir (opened for this step only).
-        os.chmod(meta, 0o755)
+        os.chmod(meta, 0o755 if gid is None else 0o2755)  # setgid kept: the marker gets the store's group
         self.write_json_atomic(os.path.join(meta, MARKER), marker)
         os.chmod(os.path.join(meta, MARKER), 0o444)
         os.chmod(meta, 0o555 if gid is None else 0o2555)
