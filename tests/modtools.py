@@ -126,12 +126,19 @@ def make_prefix(store, name, version, aid, programs=None, man=True, pkgconfig=Tr
     return str(prefix), tuple(subdirs)
 
 
-def make_host_prefix(store, name, version, aid, links):
-    """A host package's store prefix: bin/ of symlinks to vendor programs ({'mpicc': '/usr/bin/mpicc.openmpi'})."""
+def make_host_prefix(store, name, version, aid, links, wrap=False):
+    """A host package's store prefix: bin/ of symlinks to vendor programs ({'mpicc': '/usr/bin/mpicc.openmpi'}),
+    or with ``wrap`` of scripts exec'ing them (as sitedist makes for MPI: launchers find their helpers from
+    the name they were called by). Returns (prefix, subdirs)."""
     prefix = Path(store) / name / f"{version}-{aid}"
     (prefix / "bin").mkdir(parents=True, exist_ok=True)
     for link, target in links.items():
-        (prefix / "bin" / link).symlink_to(target)
+        path = prefix / "bin" / link
+        if wrap:
+            path.write_text(f'#!/bin/sh\nexec {target} "$@"\n')
+            path.chmod(0o755)
+        else:
+            path.symlink_to(target)
     return str(prefix), ("bin",)
 
 
@@ -143,7 +150,3 @@ def em5_init(tmp_path_factory):
         pytest.skip(f"Environment Modules 5 could not be installed: {why}")
     return init
 
-
-def shell_for(tool, tree, home, em5=None, extra_env=None):
-    """A ModuleShell of ``tool`` ('lmod' or 'em5') with MODULEPATH=``tree``."""
-    return ModuleShell(LMOD_INIT if tool == "lmod" else em5, tree, home, extra_env)

@@ -35,7 +35,7 @@ def aid(*parts):
 
 def host(store, kind, nv, links, env=()):
     a = aid(*nv)
-    prefix, subdirs = make_host_prefix(store, nv[0], nv[1], a, links)
+    prefix, subdirs = make_host_prefix(store, nv[0], nv[1], a, links, wrap=kind == "mpi")
     return ModuleEntry(name=nv[0], version=nv[1], prefix=prefix, artifact_id=a, kind=kind, subdirs=subdirs,
                        description=f"host {nv[0]}", env=env)
 
@@ -44,8 +44,7 @@ def build_stack(tmp_path):
     store = tmp_path / "store"
     gcc = host(store, "compiler", GCC, {"gcc": "/usr/bin/gcc-12", "cc": "/usr/bin/gcc-12"}, (("set", "CC", "gcc"),))
     ompi = host(store, "mpi", OMPI, {"mpicc": "/usr/bin/mpicc.openmpi", "mpiexec": "/usr/bin/mpiexec.openmpi"})
-    mpich = host(store, "mpi", MPICH, {"mpicc": "/usr/bin/mpicc.mpich", "mpiexec": "/usr/bin/mpiexec.mpich",
-                                     "hydra_pmi_proxy": "/usr/bin/hydra_pmi_proxy"})  # hydra runs it from beside itself
+    mpich = host(store, "mpi", MPICH, {"mpicc": "/usr/bin/mpicc.mpich", "mpiexec": "/usr/bin/mpiexec.mpich"})
     zlib_aid = aid("zlib")
     zprefix, zsub = make_prefix(store, "zlib", "1.3", zlib_aid)
     zlib = ModuleEntry(name="zlib", version="1.3", prefix=zprefix, artifact_id=zlib_aid, subdirs=zsub,
@@ -92,7 +91,8 @@ def test_loading_compiler_then_mpi_opens_the_mpi_level_and_swap_swaps_the_build(
     sh = ModuleShell(LMOD_INIT if tool == "lmod" else em5, result.modulepath[fmt], tmp_path)
     r = sh.run("snap before; echo CORE: $(module -t avail 2>&1 | tr '\\n' ' ')\n"
                "module load gcc; echo GCC: $(module -t avail 2>&1 | tr '\\n' ' '); snap gcc\n"
-               "module load openmpi mpihello; snap ompi; echo RUN1: $(mpiexec -n 2 mpihello)\n"
+               "module load openmpi; echo OMPI: $(module -t avail 2>&1 | tr '\\n' ' ')\n"
+               "module load mpihello; snap ompi; echo RUN1: $(mpiexec -n 2 mpihello)\n"
                "module swap openmpi mpich; snap mpich; echo RUN2: $(mpiexec -n 2 mpihello)\n"
                "module purge; snap purged")
     core = r.stdout.split("CORE:")[1].split("\n")[0]
@@ -101,6 +101,7 @@ def test_loading_compiler_then_mpi_opens_the_mpi_level_and_swap_swaps_the_build(
     at_gcc = r.stdout.split("GCC:")[1].split("\n")[0]
     assert "openmpi/4.1.4" in at_gcc and "mpich/4.0.2" in at_gcc and "fftw/3.3.10" in at_gcc
     assert "mpihello" not in at_gcc
+    assert "mpihello/1.0" in r.stdout.split("OMPI:")[1].split("\n")[0]
     # MODULEPATH goes through the stable symlink, never into a generation
     tree = result.modulepath[fmt].rsplit("/", 1)[0]
     assert r.snaps["gcc"]["MODULEPATH"].split(":")[0] == f"{tree}/Compiler/gcc/12.2"

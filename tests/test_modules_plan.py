@@ -81,6 +81,10 @@ def test_unresolved_clash_names_every_entry_and_the_rules_that_would_fix_it():
 
 def test_the_same_artifact_twice_is_one_module():
     assert names(plan_tree([E("zlib", "1.3"), E("zlib", "1.3")], {})) == [("", "zlib/1.3")]
+    plan = plan_tree([E("zlib", "1.3", explicit=False), E("zlib", "1.3")], {})
+    assert [m.hidden for m in plan.modules] == [False]
+    with pytest.raises(ModulesError, match="given twice"):
+        plan_tree([E("zlib", "1.3", aid="x"), E("zlib", "1.3", aid="x", description="other")], {})
 
 
 def test_a_module_name_inside_another_is_an_error():

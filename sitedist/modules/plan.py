@@ -16,7 +16,7 @@ that names every entry involved and the rule that would fix it.
 import posixpath
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jinja2
 
@@ -98,7 +98,7 @@ def plan_tree(entries, config):
     for rule in rules:
         if rule not in RULES:
             raise ModulesError(f"modules.disambiguate: unknown rule {rule!r}; use {', '.join(RULES)}")
-    entries = sorted(set(entries), key=lambda e: (e.name, e.version, e.artifact_id, e.kind))
+    entries = _unique(entries)
     for e in entries:
         if e.kind not in KINDS:
             raise ModulesError(f"module entry {e.describe()}: unknown kind {e.kind!r}")
@@ -134,6 +134,19 @@ def plan_tree(entries, config):
                     | ({"Core"} if layout == "hierarchical" else {""}))
     defaults = _defaults(modules, config.get("defaults") or {})
     return TreePlan(layout=layout, modules=modules, defaults=defaults, levels=tuple(levels), notes=notes)
+
+
+def _unique(entries):
+    """The entries once each, sorted; an artifact given twice is one module (explicit if either is)."""
+    by_aid = {}
+    for e in entries:
+        seen = by_aid.setdefault(e.artifact_id, e)
+        if seen != e:
+            if replace(seen, explicit=True) != replace(e, explicit=True):
+                raise ModulesError(f"artifact {e.artifact_id} is given twice with different module data: "
+                                   f"{seen.describe()} / {e.describe()}")
+            by_aid[e.artifact_id] = replace(e, explicit=True)
+    return sorted(by_aid.values(), key=lambda e: (e.name, e.version, e.artifact_id))
 
 
 def _check_env(e):

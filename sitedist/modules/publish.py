@@ -136,6 +136,7 @@ def publish(entries, config, lock=nullcontext()):
             raise
         final = os.path.join(gens, str(number))
         os.rename(stage, final)
+        _fsync_dir(gens)
         _switch(root, number)
         _ensure_links(root, formats)
         pruned = _prune(gens, number, int(config.get("keep", 5)))
