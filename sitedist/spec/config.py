@@ -9,7 +9,6 @@ Every relative path is relative to the directory of the file that names it; ``~`
 expanded.
 """
 
-import copy
 import os
 from dataclasses import dataclass, field
 from typing import Optional
@@ -106,32 +105,45 @@ def _expand(value, base_dir):
     return os.path.normpath(os.path.join(base_dir, value))
 
 
-def _resolve_paths(doc, base_dir):
+def _copy_marked(node):
+    out = MarkedDict(node)
+    out.mark = node.mark
+    out.key_marks = dict(node.key_marks)
+    return out
+
+
+def _resolved(value, kind, base_dir):
+    if kind == "path":
+        return _expand(value, base_dir) if isinstance(value, str) else value
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        return value
+    out = MarkedList(v if (kind == "mirrors" and "://" in v) else _expand(v, base_dir) for v in items)
+    out.mark = getattr(value, "mark", None)
+    out.item_marks = list(getattr(value, "item_marks", []))
+    return out
+
+
+def _with_paths(doc, base_dir):
+    """``doc`` with its path settings made absolute. Parts that change are copied, the rest shared, so
+    the cached document is never modified."""
     def visit(node, parts, kind):
-        if not parts:
-            return
+        if not isinstance(node, MarkedDict):
+            return node
         head, rest = parts[0], parts[1:]
-        if not isinstance(node, dict):
-            return
-        keys = list(node) if head == "*" else ([head] if head in node else [])
-        for key in keys:
+        out = node
+        for key in list(node) if head == "*" else ([head] if head in node else []):
             value = node[key]
-            if rest:
-                visit(value, rest, kind)
-            elif kind == "path" and isinstance(value, str):
-                node[key] = _expand(value, base_dir)
-            elif kind in ("paths", "mirrors"):
-                items = [value] if isinstance(value, str) else value
-                if isinstance(items, list):
-                    out = MarkedList(
-                        v if (kind == "mirrors" and "://" in v) else _expand(v, base_dir) for v in items
-                    )
-                    out.mark = getattr(value, "mark", None)
-                    out.item_marks = list(getattr(value, "item_marks", []))
-                    node[key] = out
+            new = visit(value, rest, kind) if rest else _resolved(value, kind, base_dir)
+            if new is not value:
+                if out is node:
+                    out = _copy_marked(node)
+                out[key] = new
+        return out
 
     for dotted, kind in PATH_KEYS:
-        visit(doc, dotted.split("."), kind)
+        doc = visit(doc, dotted.split("."), kind)
+    return doc
 
 
 def _merge(base, over, key=None):
@@ -166,11 +178,11 @@ def _load_tree(path, chain, cache):
         cycle = " -> ".join(chain[chain.index(path):] + [path])
         raise ConfigError(f"'extends' forms a cycle: {cycle}", where=path,
                           hint="remove one of the 'extends' entries")
-    doc = copy.deepcopy(cache.load(path, SITE_CONFIG, "site config"))
+    doc = cache.load(path, SITE_CONFIG, "site config")
     if doc is None:
         doc = MarkedDict()
     base_dir = os.path.dirname(path)
-    _resolve_paths(doc, base_dir)
+    doc = _with_paths(doc, base_dir)
     files = [path]
     merged = MarkedDict()
     extends = doc.get("extends", [])
@@ -184,8 +196,9 @@ def _load_tree(path, chain, cache):
         sub, sub_files = _load_tree(target, chain + [path], cache)
         merged = _merge(merged, sub)
         files += [f for f in sub_files if f not in files]
-    doc = MarkedDict(doc) if not isinstance(doc, MarkedDict) else doc
-    doc.pop("extends", None)
+    if "extends" in doc:
+        doc = _copy_marked(doc)
+        del doc["extends"]
     return _merge(merged, doc), files
 
 

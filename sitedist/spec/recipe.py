@@ -6,6 +6,7 @@ arguments of that style, options with defaults, patches, and the environment its
 builder runs; that text is what the hash covers ("hash what actually runs").
 """
 
+import functools
 import os
 import re
 import shlex
@@ -42,7 +43,7 @@ class Recipe:
     parallel: bool = True
     raw: dict = None
 
-    @property
+    @functools.cached_property
     def newest(self):
         return max(self.versions, key=version_key)
 
