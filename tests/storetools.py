@@ -1,0 +1,66 @@
+"""Helpers for the reliability tests: cheap synthetic recipes (real `build: commands` builds of a
+directory source) and `sitedist verify --json`."""
+
+import json
+import os
+import textwrap
+
+from conftest import run_cli, write
+
+
+def synthetic(recipes, name, version="1.0", deps=(), counter=None, commands=(), options=None):
+    """Write recipe ``name`` into ``recipes`` with a directory source of its own. Its build installs
+    bin/<name> (a script printing its name), share/<name>/data.txt and a symlink to it, lib/lib<name>.txt;
+    with ``counter``, it appends "<name> <version>" to that file (to count builds across processes)."""
+    src = os.path.join(str(recipes), "src", name)
+    write(os.path.join(src, "data.txt"), f"{name} {version}\n")
+    lines = [
+        'mkdir -p "$PREFIX/bin" "$PREFIX/share/%s" "$PREFIX/lib"' % name,
+        'cp data.txt "$PREFIX/share/%s/"' % name,
+        'ln -s data.txt "$PREFIX/share/%s/link"' % name,
+        "printf '#!/bin/sh\\necho %s\\n' > \"$PREFIX/bin/%s\"" % (name, name),
+        'chmod 755 "$PREFIX/bin/%s"' % name,
+        'echo "%s" > "$PREFIX/lib/lib%s.txt"' % (name, name),
+    ] + list(commands)
+    if counter:
+        lines.append(f'echo "{name} {version}" >> {counter}')
+    body = {"name": name, "versions": {version: {"path": f"src/{name}"}}, "build": "commands",
+            "commands": lines}
+    if deps:
+        body["depends"] = {"link": list(deps)}
+    if options:
+        body["options"] = options
+    return write(os.path.join(str(recipes), f"{name}.yml"), json.dumps(body, indent=1))
+
+
+def config(tmp_path, packages, recipes, store=None, modules=None, extra="", name="site.yml"):
+    """A site config over ``recipes`` (synthetic ones, then the shipped ones) and the shared sources."""
+    from conftest import site_config
+
+    text = extra
+    if modules:
+        text += f"\nmodules: {{root: {modules}, formats: [lua, tcl]}}\n"
+    return site_config(tmp_path, {p: None for p in packages}, extra=textwrap.dedent(text), store=store,
+                       recipes=[recipes], name=name)
+
+
+def verify(config_path, *args):
+    """Run `sitedist verify --json`: (exit status, the JSON document, stderr)."""
+    proc = run_cli("verify", config_path, "--json", *args, check=False)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def kinds(report):
+    """{kind: [finding]} of one verify report (errors and notes)."""
+    out = {}
+    for f in report["errors"] + report["notes"]:
+        out.setdefault(f["kind"], []).append(f)
+    return out
+
+
+def artifact(store, name):
+    """The one prefix of ``name`` in ``store``."""
+    entries = os.listdir(os.path.join(str(store), name))
+    assert len(entries) == 1, entries
+    return os.path.join(str(store), name, entries[0])
