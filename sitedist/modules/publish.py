@@ -112,7 +112,7 @@ def publish(entries, config, lock=nullcontext()):
             if config.get("lmod_cache") and _cache_stale(root, config["lmod_cache"]):
                 refresh_lmod_cache(config["lmod_cache"], old["modulepath"])
             return PublishResult(generation=current, root=root, path=os.path.join(gens, str(current)),
-                                 changed=False, modules=old.get("modules", 0),
+                                 changed=False, modules=old.get("modules", 0), notes=old.get("notes", []),
                                  modulepath=modulepath_roots(config))
         plan = plan_tree(entries, config)
         number = max(_numbers(gens), default=0) + 1
