@@ -1,0 +1,47 @@
+"""sitedist gc CONFIG [--dry-run] [--keep N] [--older-than DAYS]: remove what no root refers to."""
+
+import click
+
+
+@click.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--keep", type=click.IntRange(1), default=None,
+              help="First prune profile generations beyond the newest N (the current one is always kept).")
+@click.option("--older-than", "older_than", type=click.FloatRange(0), default=None, metavar="DAYS",
+              help="First prune profile generations older than DAYS (with --keep: both must hold).")
+@click.option("-v", "--verbose", is_flag=True, help="List the roots counted.")
+def gc(config, dry_run, keep, older_than, verbose):
+    """Remove the artifacts of CONFIG's store that no module tree, profile, develop environment, registered
+    root or running sync refers to (directly or as a dependency). Upstream stores are never touched."""
+    from sitedist.gc import collect, format_bytes
+    from sitedist.spec.config import load_config
+
+    def on_wait(info):
+        from sitedist.core.locks import describe_holder
+
+        click.echo(f"waiting for the GC lock: {describe_holder(info)}", err=True)
+
+    result = collect(load_config(config), dry_run=dry_run, keep=keep, older_than_days=older_than, on_wait=on_wait)
+    verb = "would remove" if dry_run else "removed"
+    if verbose:
+        for what, count in result.roots:
+            click.echo(f"root: {what} ({count} prefixes)")
+    for path, numbers in result.pruned:
+        click.echo(f"{'would prune' if dry_run else 'pruned'} profile generations {', '.join(map(str, numbers))} "
+                   f"of {path}")
+    for what in result.stale:
+        click.echo(f"{'would forget' if dry_run else 'forgot'} {what}: it no longer exists")
+    for prefix in result.building:
+        click.echo(f"kept {prefix}: its build is running")
+    for prefix, size, complete in result.removed:
+        click.echo(f"{verb} {prefix} ({format_bytes(size)}{'' if complete else ', incomplete'})")
+    for prefix, reason in result.failed:
+        click.echo(f"could not remove {prefix}: {reason}", err=True)
+    click.echo(f"{result.store}: {verb} {len(result.removed)} artifacts, "
+               f"{'would free' if dry_run else 'freed'} {format_bytes(result.freed)} ({result.freed} bytes); "
+               f"{result.kept} kept, {len(result.roots)} roots" + ("; dry run: nothing was removed" if dry_run else ""))
+    if result.failed:
+        from sitedist.errors import StoreError
+
+        raise StoreError(f"{len(result.failed)} could not be removed (see above)")

@@ -1,0 +1,295 @@
+"""Garbage collection of one store: mark from the roots, sweep the rest (admin_docs/gc.md).
+
+Roots:
+- module trees: every kept generation (``sitedist.modules.live_prefixes``) of the config's module
+  roots and of every tree ever published into this store (the tree registry below);
+- profiles: every kept generation of the config's profiles and of registered profiles;
+- develop environments registered by ``sitedist develop``;
+- ``sitedist.core.gcroots.live_roots``: running syncs (their whole plan) and roots users registered;
+- incomplete prefixes whose build lock is held (a build in progress).
+The closure follows each artifact's dependencies (``.sitedist/spec.json`` "deps": name -> prefix).
+
+Tree registry: ``<store>/.sitedist/gcroots/trees/<kind>-<digest>.json`` = ``{"kind", "path"}``, one file
+per module tree, profile or develop environment that refers to this store. A GC run with one config so
+keeps what another config's trees (another cluster's module tree) use. A registration whose path no
+longer exists is dropped.
+
+Only this store is swept, never an upstream. Everything runs under the store's ``gc.lock``; removal
+renames an artifact into ``<store>/.sitedist/trash/`` (one atomic step: a reader sees the artifact whole
+or not at all) and deletes it there.
+"""
+
+import hashlib
+import json
+import os
+import stat
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from sitedist.core.gcroots import live_roots
+from sitedist.core.locks import StoreLock, is_stale, read_holder
+from sitedist.core.store import Store, remove_tree
+
+KINDS = ("modules", "profile", "develop")
+DEVELOP_RECORD = os.path.join(".sitedist", "develop.json")
+
+
+@dataclass
+class GcResult:
+    store: str
+    dry_run: bool
+    roots: list = field(default_factory=list)      # (what, number of prefixes)
+    pruned: list = field(default_factory=list)     # (profile root, [generation numbers])
+    removed: list = field(default_factory=list)    # (prefix, bytes, complete)
+    failed: list = field(default_factory=list)     # (prefix, reason)
+    building: list = field(default_factory=list)   # incomplete prefixes kept: their build is running
+    stale: list = field(default_factory=list)      # registered trees that no longer exist
+    kept: int = 0                                  # artifacts of this store that stay
+
+    @property
+    def freed(self):
+        return sum(size for _, size, _ in self.removed)
+
+
+# --- the tree registry ---------------------------------------------------------------------------
+
+def _trees_dir(store):
+    return os.path.join(store.gcroots_dir, "trees")
+
+
+def register_tree(store, kind, path):
+    """Remember that the tree at ``path`` (a module root, profile root or develop environment) refers
+    to artifacts of ``store``, so that every GC of the store counts it."""
+    path = os.path.abspath(path)
+    name = f"{kind}-{hashlib.sha256(path.encode()).hexdigest()[:20]}.json"
+    target = os.path.join(_trees_dir(store), name)
+    if os.path.exists(target):
+        return
+    os.makedirs(_trees_dir(store), exist_ok=True)
+    store.write_json_atomic(target, {"kind": kind, "path": path, "registered": time.time()})
+
+
+def registered_trees(store):
+    """[(kind, path, registration file)]."""
+    out = []
+    try:
+        names = sorted(os.listdir(_trees_dir(store)))
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        reg = os.path.join(_trees_dir(store), name)
+        try:
+            with open(reg, encoding="utf-8") as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if info.get("kind") in KINDS:
+            out.append((info["kind"], info["path"], reg))
+    return out
+
+
+def _tree_prefixes(kind, path, skip=()):
+    if kind == "modules":
+        from sitedist.modules import live_prefixes
+
+        return live_prefixes(path)
+    if kind == "profile":
+        from sitedist import profiles
+
+        return profiles.live_prefixes(path, skip)
+    try:
+        with open(os.path.join(path, DEVELOP_RECORD), encoding="utf-8") as f:
+            return set(json.load(f)["prefixes"])
+    except (OSError, ValueError, KeyError):
+        return set()
+
+
+def _tree_exists(kind, path):
+    if kind == "profile":
+        from sitedist.profiles import generations_dir
+
+        return os.path.lexists(path) or os.path.isdir(generations_dir(path))
+    if kind == "develop":
+        return os.path.isfile(os.path.join(path, DEVELOP_RECORD))
+    return os.path.isdir(path)
+
+
+# --- marking ---------------------------------------------------------------------------------------
+
+def config_trees(config):
+    """[(kind, path)] of the module and profile roots a config publishes to."""
+    from sitedist.profiles import profile_roots
+
+    targets = config.targets
+    if len(targets) > 1:
+        from sitedist.sync import resolve_targets
+
+        targets = list(resolve_targets(config).values())
+    trees = []
+    if config.modules is not None:
+        root = config.modules["root"]
+        trees += [("modules", os.path.join(root, t)) for t in targets] if len(targets) > 1 else [("modules", root)]
+    for spec in config.profiles.values():
+        trees += [("profile", root) for root, _ in profile_roots(spec, targets)]
+    return trees
+
+
+def closure(store, prefixes):
+    """``prefixes`` and, for those in ``store``, their dependencies, transitively; as real paths, so
+    that two spellings of one store (through a symlink) name the same artifact."""
+    live, stack = set(), [os.path.realpath(p) for p in prefixes]
+    inside = os.path.realpath(store.root) + os.sep
+    while stack:
+        prefix = stack.pop()
+        if prefix in live:
+            continue
+        live.add(prefix)
+        if not prefix.startswith(inside):
+            continue   # an upstream's artifact: its dependencies are the upstream's
+        try:
+            deps = Store.read_spec(prefix).get("deps", {})
+        except (OSError, ValueError):
+            continue
+        stack += [os.path.realpath(p) for p in deps.values()]
+    return live
+
+
+def _build_running(store, name, version, aid):
+    info = read_holder(store.lock_path(name, version, aid))
+    return info is not None and not is_stale(info, stale_after=600.0)
+
+
+def disk_usage(path, seen=None):
+    """Bytes ``path`` occupies on disk, like ``du -s -B1`` (hard links counted once, via ``seen``)."""
+    seen = set() if seen is None else seen
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in [""] + dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name) if name else dirpath)
+            except FileNotFoundError:
+                continue
+            if name in dirnames and stat.S_ISDIR(st.st_mode):
+                continue   # counted when walked
+            key = (st.st_dev, st.st_ino)
+            if key not in seen:
+                seen.add(key)
+                total += st.st_blocks * 512
+    return total
+
+
+# --- the collection --------------------------------------------------------------------------------
+
+def collect(config, dry_run=False, keep=None, older_than_days=None, on_wait=None):
+    """Prune generations by the retention rule, mark, and sweep the config's store (never an upstream)."""
+    store = Store(config.store_root, config.upstreams)
+    result = GcResult(store=store.root, dry_run=dry_run)
+    if not os.path.isdir(store.root):
+        return result
+    if dry_run:
+        _collect(store, config, result, keep, older_than_days)
+        return result
+    store.check_writable()
+    os.makedirs(store.lock_dir, exist_ok=True)
+    with StoreLock(os.path.join(store.lock_dir, "gc.lock"), what="gc", on_wait=on_wait):
+        _collect(store, config, result, keep, older_than_days)
+    return result
+
+
+def _collect(store, config, result, keep, older_than_days):
+    from sitedist import profiles
+
+    dry = result.dry_run
+    trash = os.path.join(store.meta, "trash")
+    if not dry:
+        for kind, path in config_trees(config):
+            if _tree_exists(kind, path):
+                register_tree(store, kind, path)
+        _empty_trash(trash, result)   # what a killed GC left
+    trees = {(kind, os.path.abspath(path)): None for kind, path in config_trees(config)}
+    for kind, path, reg in registered_trees(store):
+        trees.setdefault((kind, path), reg)
+
+    roots = set()
+    older_than = older_than_days * 86400.0 if older_than_days is not None else None
+    for (kind, path), reg in trees.items():
+        if not _tree_exists(kind, path):
+            if reg is not None:
+                result.stale.append(f"{kind} {path}")
+                if not dry:
+                    os.unlink(reg)
+            continue
+        skip = []
+        if kind == "profile":
+            skip = profiles.select_pruned(path, keep, older_than) if dry else profiles.prune(path, keep, older_than)
+            if skip:
+                result.pruned.append((path, skip))
+        prefixes = _tree_prefixes(kind, path, skip)
+        result.roots.append((f"{kind} {path}", len(prefixes)))
+        roots |= prefixes
+    for name, prefixes in live_roots(store).items():
+        result.roots.append((f"root {name}", len(prefixes)))
+        roots |= prefixes
+    live = closure(store, roots)
+
+    seen = set()
+    for name, version, aid, prefix, complete in list(store.artifacts()):
+        if os.path.realpath(prefix) in live:
+            result.kept += 1
+            continue
+        if not complete and _build_running(store, name, version, aid):
+            result.building.append(prefix)
+            continue
+        size = disk_usage(prefix, seen)
+        if dry:
+            result.removed.append((prefix, size, complete))
+            continue
+        try:
+            _move_to_trash(prefix, trash)
+        except OSError as exc:
+            result.failed.append((prefix, _why(prefix, exc)))
+            continue
+        result.removed.append((prefix, size, complete))
+    if not dry:
+        _empty_trash(trash, result)
+
+
+def _empty_trash(trash, result):
+    try:
+        remove_tree(trash)
+    except OSError as exc:   # the next GC tries again
+        result.failed.append((trash, f"cannot empty the trash: {exc}"))
+
+
+def _move_to_trash(prefix, trash):
+    """Rename the artifact into the trash: one atomic step, so readers see it whole or not at all."""
+    os.makedirs(trash, exist_ok=True)
+    aside = os.path.join(trash, f"{os.path.basename(os.path.dirname(prefix))}-{os.path.basename(prefix)}-"
+                                f"{uuid.uuid4().hex[:8]}")
+    # A directory moves to another parent only if it is writable itself (sealed artifacts are not).
+    os.chmod(prefix, stat.S_IMODE(os.lstat(prefix).st_mode) | stat.S_IWUSR)
+    os.rename(prefix, aside)
+
+
+def _why(prefix, exc):
+    if isinstance(exc, PermissionError):
+        try:
+            import pwd
+
+            owner = pwd.getpwuid(os.lstat(prefix).st_uid).pw_name
+        except (KeyError, OSError):
+            owner = "another user"
+        return f"permission denied ({exc.strerror}); it belongs to {owner}: run the GC as {owner} or root"
+    return str(exc)
+
+
+def format_bytes(n):
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
