@@ -1,3 +1,5 @@
+import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -6,8 +8,9 @@ setup(
     description="Hash-addressed software stacks and environment modules for HPC sites",
     packages=find_packages(include=["sitedist", "sitedist.*"]),
     include_package_data=True,
-    package_data={"sitedist": ["schemas/*.json"]},
-    data_files=[],
+    # The modulefile templates stay a top-level directory a site can read and copy; a regular install
+    # puts them under <prefix>/share/sitedist/ (sitedist.modules.render finds them in either place).
+    data_files=[("share/sitedist/modulefiles_templates", sorted(glob.glob("modulefiles_templates/*.j2")))],
     python_requires=">=3.9",
     install_requires=[
         "PyYAML>=5.4",

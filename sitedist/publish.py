@@ -59,6 +59,8 @@ def publish_modules(ctx, lock_factory=None):
         cfg = dict(config)
         if len(targets) > 1:
             cfg["root"] = os.path.join(config["root"], target)
+            if config.get("lmod_cache"):
+                cfg["lmod_cache"] = os.path.join(config["lmod_cache"], target)
         os.makedirs(cfg["root"], exist_ok=True)
         lock = StoreLock(os.path.join(cfg["root"], ".publish.lock"), what="publishing modules")
         results.append(publish(module_entries(ctx, target if len(targets) > 1 else None), cfg, lock=lock))

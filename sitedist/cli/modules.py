@@ -36,8 +36,11 @@ def modules(config, rollback, list_):
                 click.echo(f"{'*' if g.current else ' '} {g.number:>4}  {stamp}  {g.modules:>5} modules  {g.path}")
         return
     if rollback:
+        from sitedist.core.locks import StoreLock
+
         for root in roots:
-            click.echo(f"{root}: now generation {pub.rollback(root)}")
+            lock = StoreLock(os.path.join(root, ".publish.lock"), what="rolling back modules")
+            click.echo(f"{root}: now generation {pub.rollback(root, lock=lock)}")
         return
     from sitedist import sync as flow
     from sitedist.publish import publish_modules

@@ -9,6 +9,7 @@ the content without rendering it: publishing reuses the previous generation's fi
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
 
 import jinja2
@@ -16,7 +17,17 @@ import jinja2
 from sitedist.errors import ModulesError
 from sitedist.modules.plan import root_var
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "modulefiles_templates"
+def _builtin_templates():
+    """The shipped templates: beside the package in a source checkout or editable install, else where
+    setup.py's data_files put them (<prefix>/share/sitedist/modulefiles_templates)."""
+    for candidate in (Path(__file__).resolve().parents[2] / "modulefiles_templates",
+                      Path(sys.prefix) / "share" / "sitedist" / "modulefiles_templates"):
+        if candidate.is_dir():
+            return candidate
+    return candidate
+
+
+BUILTIN_TEMPLATES = _builtin_templates()
 
 # format -> (tree directory under the root, modulefile extension, rc file name)
 FORMATS = {"lua": ("lmod", ".lua", ".modulerc.lua"), "tcl": ("tcl", "", ".modulerc")}
