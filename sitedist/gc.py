@@ -22,14 +22,17 @@ or not at all) and deletes it there.
 import hashlib
 import json
 import os
+import re
 import stat
 import time
 import uuid
 from dataclasses import dataclass, field
 
-from sitedist.core.gcroots import live_roots
+from sitedist.core.gcroots import live_roots, register
 from sitedist.core.locks import StoreLock, is_stale, read_holder
 from sitedist.core.store import Store, remove_tree
+from sitedist.errors import StoreError
+from sitedist.spec.schema import NAME
 
 KINDS = ("modules", "profile", "develop")
 DEVELOP_RECORD = os.path.join(".sitedist", "develop.json")
@@ -117,6 +120,30 @@ def _tree_exists(kind, path):
     return os.path.isdir(path)
 
 
+# --- roots users register ------------------------------------------------------------------------
+
+def add_root(store, name, prefixes):
+    """Register the complete artifacts ``prefixes`` of ``store`` (or its upstreams) as root ``name``."""
+    if not re.fullmatch(NAME, name):
+        raise StoreError(f"root name '{name}': use letters, digits and '_ + . -' (at most 64 characters)")
+    prefixes = [os.path.abspath(p) for p in prefixes]
+    if not prefixes:
+        raise StoreError("--add-root needs the artifact prefixes to keep (see 'sitedist show CONFIG NAME')")
+    bad = [p for p in prefixes if not Store.is_complete(p)]
+    if bad:
+        raise StoreError(f"not complete artifacts: {', '.join(bad)}")
+    store.check_writable()
+    with gc_lock(store):   # a GC running now has read the roots: let it finish first
+        register(store, name, prefixes)
+
+
+def remove_root(store, name):
+    path = os.path.join(store.gcroots_dir, f"user-{name}.json")
+    if not re.fullmatch(NAME, name) or not os.path.exists(path):
+        raise StoreError(f"no root '{name}' is registered in {store.root}")
+    os.unlink(path)
+
+
 # --- marking ---------------------------------------------------------------------------------------
 
 def config_trees(config):
@@ -193,10 +220,15 @@ def collect(config, dry_run=False, keep=None, older_than_days=None, on_wait=None
         _collect(store, config, result, keep, older_than_days)
         return result
     store.check_writable()
-    os.makedirs(store.lock_dir, exist_ok=True)
-    with StoreLock(os.path.join(store.lock_dir, "gc.lock"), what="gc", on_wait=on_wait):
+    with gc_lock(store, on_wait):
         _collect(store, config, result, keep, older_than_days)
     return result
+
+
+def gc_lock(store, on_wait=None, what="gc"):
+    """The store's GC lock: held by a GC from reading the roots to the end of its sweep."""
+    os.makedirs(store.lock_dir, exist_ok=True)
+    return StoreLock(os.path.join(store.lock_dir, "gc.lock"), what=what, on_wait=on_wait)
 
 
 def _collect(store, config, result, keep, older_than_days):

@@ -102,9 +102,16 @@ def test_unreferenced_goes_referenced_and_dependencies_stay(tmp_path, sources):
     assert freed(dry) == expected and "dry run: nothing was removed" in dry
     assert tree_digest(store) == before, "a dry run changes nothing"
 
+    # A root a user registers keeps junk until it is removed again.
+    sizes = {junk: du(junk), gcc: du(gcc)}
+    assert "root paper: 1 artifacts kept" in run_cli("gc", cfg, "--add-root", "paper", junk).stdout
     out = run_cli("gc", cfg).stdout
-    assert f"removed {junk} (2.9 MiB)" in out and f"removed {gcc}" in out
-    assert f"{store}: removed 2 artifacts" in out and freed(out) == expected, out
+    assert f"removed {gcc}" in out and f"{store}: removed 1 artifacts" in out and freed(out) == sizes[gcc], out
+    assert os.path.exists(junk)
+    run_cli("gc", cfg, "--remove-root", "paper")
+    out = run_cli("gc", cfg).stdout
+    assert f"removed {junk} (2.9 MiB)" in out and f"{store}: removed 1 artifacts" in out, out
+    assert freed(out) == sizes[junk] and sum(sizes.values()) == expected
     assert not os.path.exists(junk) and not os.path.exists(gcc)
     assert Store.is_complete(app) and Store.is_complete(zlib), "the profile's artifact and its dependency stay"
     assert subprocess.run([f"{tmp_path}/prof/p/bin/app"], capture_output=True, text=True,

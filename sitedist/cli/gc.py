@@ -11,18 +11,37 @@ import click
 @click.option("--older-than", "older_than", type=click.FloatRange(0), default=None, metavar="DAYS",
               help="First prune profile generations older than DAYS (with --keep: both must hold).")
 @click.option("-v", "--verbose", is_flag=True, help="List the roots counted.")
-def gc(config, dry_run, keep, older_than, verbose):
+@click.option("--add-root", metavar="NAME", default=None,
+              help="Instead of collecting: keep the artifacts PREFIX... (and their dependencies) as root NAME.")
+@click.option("--remove-root", metavar="NAME", default=None, help="Instead of collecting: drop root NAME.")
+@click.argument("prefixes", nargs=-1, metavar="[PREFIX]...")
+def gc(config, dry_run, keep, older_than, verbose, add_root, remove_root, prefixes):
     """Remove the artifacts of CONFIG's store that no module tree, profile, develop environment, registered
     root or running sync refers to (directly or as a dependency). Upstream stores are never touched."""
-    from sitedist.gc import collect, format_bytes
+    from sitedist import gc as collector
+    from sitedist.core.store import Store
     from sitedist.spec.config import load_config
+
+    if prefixes and not add_root:
+        raise click.UsageError("PREFIX arguments go with --add-root NAME")
+    if add_root or remove_root:
+        cfg = load_config(config)
+        store = Store(cfg.store_root, cfg.upstreams)
+        if add_root:
+            collector.add_root(store, add_root, prefixes)
+            click.echo(f"root {add_root}: {len(prefixes)} artifacts kept in {store.root}")
+        if remove_root:
+            collector.remove_root(store, remove_root)
+            click.echo(f"root {remove_root} removed from {store.root}")
+        return
 
     def on_wait(info):
         from sitedist.core.locks import describe_holder
 
         click.echo(f"waiting for the GC lock: {describe_holder(info)}", err=True)
 
-    result = collect(load_config(config), dry_run=dry_run, keep=keep, older_than_days=older_than, on_wait=on_wait)
+    result = collector.collect(load_config(config), dry_run=dry_run, keep=keep, older_than_days=older_than,
+                               on_wait=on_wait)
     verb = "would remove" if dry_run else "removed"
     if verbose:
         for what, count in result.roots:
@@ -35,11 +54,11 @@ def gc(config, dry_run, keep, older_than, verbose):
     for prefix in result.building:
         click.echo(f"kept {prefix}: its build is running")
     for prefix, size, complete in result.removed:
-        click.echo(f"{verb} {prefix} ({format_bytes(size)}{'' if complete else ', incomplete'})")
+        click.echo(f"{verb} {prefix} ({collector.format_bytes(size)}{'' if complete else ', incomplete'})")
     for prefix, reason in result.failed:
         click.echo(f"could not remove {prefix}: {reason}", err=True)
     click.echo(f"{result.store}: {verb} {len(result.removed)} artifacts, "
-               f"{'would free' if dry_run else 'freed'} {format_bytes(result.freed)} ({result.freed} bytes); "
+               f"{'would free' if dry_run else 'freed'} {collector.format_bytes(result.freed)} ({result.freed} bytes); "
                f"{result.kept} kept, {len(result.roots)} roots" + ("; dry run: nothing was removed" if dry_run else ""))
     if result.failed:
         from sitedist.errors import StoreError
