@@ -15,8 +15,8 @@ keeps what another config's trees (another cluster's module tree) use. A registr
 longer exists is dropped.
 
 Only this store is swept, never an upstream. Everything runs under the store's ``gc.lock``; removal
-renames an artifact into ``<store>/.sitedist/trash/`` (one atomic step: a reader sees the artifact whole
-or not at all) and deletes it there.
+renames an artifact into ``<store>/.sitedist/trash/gc-<pid>-<token>/`` (one atomic step: a reader sees
+the artifact whole or not at all) and deletes it there.
 """
 
 import hashlib
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from sitedist.core.gcroots import live_roots, register
 from sitedist.core.locks import StoreLock, is_stale, read_holder
 from sitedist.core.store import Store, remove_tree
-from sitedist.errors import StoreError
+from sitedist.errors import LockError, StoreError
 from sitedist.spec.schema import NAME
 
 KINDS = ("modules", "profile", "develop")
@@ -235,12 +235,15 @@ def _collect(store, config, result, keep, older_than_days):
     from sitedist import profiles
 
     dry = result.dry_run
-    trash = os.path.join(store.meta, "trash")
+    trash_root = os.path.join(store.meta, "trash")   # shared with 'verify --repair', whose entries stay
+    trash = os.path.join(trash_root, f"gc-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     if not dry:
         for kind, path in config_trees(config):
             if _tree_exists(kind, path):
                 register_tree(store, kind, path)
-        _empty_trash(trash, result)   # what a killed GC left
+        for name in os.listdir(trash_root) if os.path.isdir(trash_root) else ():
+            if name.startswith("gc-"):   # left by a killed GC (GCs run one at a time, under the lock)
+                _empty_trash(os.path.join(trash_root, name), result)
     trees = {(kind, os.path.abspath(path)): None for kind, path in config_trees(config)}
     for kind, path, reg in registered_trees(store):
         trees.setdefault((kind, path), reg)
@@ -276,14 +279,16 @@ def _collect(store, config, result, keep, older_than_days):
             result.building.append(prefix)
             continue
         size = disk_usage(prefix, seen)
-        if dry:
-            result.removed.append((prefix, size, complete))
-            continue
-        try:
-            _move_to_trash(prefix, trash)
-        except OSError as exc:
-            result.failed.append((prefix, _why(prefix, exc)))
-            continue
+        if not dry:
+            try:
+                if complete:
+                    _move_to_trash(prefix, trash)
+                elif not _remove_interrupted(store, name, version, aid, prefix, trash):
+                    result.building.append(prefix)
+                    continue
+            except OSError as exc:
+                result.failed.append((prefix, _why(prefix, exc)))
+                continue
         result.removed.append((prefix, size, complete))
     if not dry:
         _empty_trash(trash, result)
@@ -296,11 +301,28 @@ def _empty_trash(trash, result):
         result.failed.append((trash, f"cannot empty the trash: {exc}"))
 
 
+def _remove_interrupted(store, name, version, aid, prefix, trash):
+    """Move an interrupted build's prefix to the trash under the artifact's lock, which a build takes
+    before it touches the prefix. False if a build holds the lock (or completed the prefix meanwhile)."""
+    lock = StoreLock(store.lock_path(name, version, aid), what="gc: removing an interrupted build's prefix",
+                     timeout=0)
+    try:
+        lock.acquire()
+    except LockError:
+        return False
+    try:
+        if Store.is_complete(prefix):
+            return False
+        _move_to_trash(prefix, trash)
+        return True
+    finally:
+        lock.release()
+
+
 def _move_to_trash(prefix, trash):
     """Rename the artifact into the trash: one atomic step, so readers see it whole or not at all."""
     os.makedirs(trash, exist_ok=True)
-    aside = os.path.join(trash, f"{os.path.basename(os.path.dirname(prefix))}-{os.path.basename(prefix)}-"
-                                f"{uuid.uuid4().hex[:8]}")
+    aside = os.path.join(trash, f"{os.path.basename(os.path.dirname(prefix))}-{os.path.basename(prefix)}")
     # A directory moves to another parent only if it is writable itself (sealed artifacts are not).
     os.chmod(prefix, stat.S_IMODE(os.lstat(prefix).st_mode) | stat.S_IWUSR)
     os.rename(prefix, aside)
