@@ -194,3 +194,21 @@ def test_develop_environment_builds_and_installs_user_code(shared_store, tmp_pat
     assert not os.path.exists(os.path.join(generation, "bin", "pngrt")), "the profile is not changed"
     again = run_cli("develop", config, "main", env, check=False)
     assert again.returncode != 0 and "exists and is not an empty directory" in again.stderr
+
+
+def test_run_dependencies_join_the_profile_link_dependencies_do_not(tmp_path, sources):
+    recipes, store = tool_recipes(tmp_path), tmp_path / "store"
+    write(recipes / "toolc.yml", """
+        name: toolc
+        versions: {"1.0": {path: src}}
+        depends: {run: [toola], link: [toolb]}
+        build: commands
+        commands: ['mkdir -p "$PREFIX/bin"', 'ln -s "$TOOLA_ROOT/bin/toola" "$PREFIX/bin/toolc"']
+        """)
+    config = profile_config(tmp_path, store, {"toolc": None}, {"packages": ["toolc"]}, [recipes])
+    assert "main: generation 1" in run_cli("sync", config).stdout
+    root = tmp_path / "profiles" / "main"
+    assert run(root / "bin" / "toolc") == "only toola\n" and run(root / "bin" / "tool") == "toola\n"
+    assert not os.path.exists(root / "bin" / "toolb")
+    assert [p.split("/")[-2] for p in json.load(open(root / ".sitedist" / "profile.json"))["prefixes"]] \
+        == ["toolc", "toola"]
