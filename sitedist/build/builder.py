@@ -212,7 +212,8 @@ class Builder:
             remove_tree(build_dir)
             os.makedirs(os.path.join(build_dir, "tmp"))
             self.store.prepare_prefix(prefix)
-            with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+            # Line-buffered: a hanging build's log shows its last line, and a killed sync loses none.
+            with open(log_path, "w", encoding="utf-8", errors="replace", buffering=1) as log:
                 log.write(f"sitedist {__version__}: building {node.label} -> {prefix}\n")
                 try:
                     src = self._prepare_source(node, build_dir, log)
