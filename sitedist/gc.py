@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from sitedist.core.gcroots import live_roots, register
 from sitedist.core.locks import StoreLock, is_stale, read_holder
 from sitedist.core.store import Store, remove_tree
+from sitedist.develop import RECORD as DEVELOP_RECORD
 from sitedist.errors import LockError, StoreError
 from sitedist.spec.schema import NAME
 
 KINDS = ("modules", "profile", "develop")
-DEVELOP_RECORD = os.path.join(".sitedist", "develop.json")
 
 
 @dataclass
