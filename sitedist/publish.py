@@ -51,6 +51,7 @@ def publish_modules(ctx, lock_factory=None):
     if config is None:
         return []
     from sitedist.core.locks import StoreLock
+    from sitedist.gc import register_tree
     from sitedist.modules.publish import publish
 
     results = []
@@ -64,6 +65,7 @@ def publish_modules(ctx, lock_factory=None):
         os.makedirs(cfg["root"], exist_ok=True)
         lock = StoreLock(os.path.join(cfg["root"], ".publish.lock"), what="publishing modules")
         results.append(publish(module_entries(ctx, target if len(targets) > 1 else None), cfg, lock=lock))
+        register_tree(ctx.store, "modules", cfg["root"])  # every GC of this store counts this tree
     return results
 
 

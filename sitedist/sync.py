@@ -65,7 +65,30 @@ def load(config_path, refresh_probe=False):
     docs.save()
     ctx = Context(config=config, store=store, host=host, plan=plan)
     refresh_states(ctx)
+    if config.profiles:
+        from sitedist.profiles import check_profiles
+
+        check_profiles(ctx)
     return ctx
+
+
+def check_publish_targets(config):
+    """Before building: the module tree and profiles must be writable by this user (a user stack that
+    extends the site config inherits the site's modules.root unless it sets its own)."""
+    places = []
+    if config.modules:
+        places.append((config.modules["root"], ("modules", "root"),
+                       "set your own, e.g. modules: {root: ~/.sitedist/modules}"))
+    for name, spec in config.profiles.items():
+        places.append((spec.root, ("profiles", name), f"set profiles: {{{name}: {{root: ~/profiles/{name}}}}}"))
+    for path, where, hint in places:
+        probe = path
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        target = probe if probe == path or os.path.isdir(probe) else os.path.dirname(probe)
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise StoreError(f"{config.where(*where)}: permission denied: cannot publish to {path} "
+                             f"(nothing was built or changed)\n  hint: {hint}")
 
 
 def refresh_states(ctx):
@@ -169,6 +192,7 @@ def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None):
     jobs = jobs or ctx.config.jobs or _default_jobs()
     from sitedist.core.gcroots import InUse
 
+    check_publish_targets(ctx.config)
     ctx.store.init()
     # Everything this sync uses is a GC root until it ends, so a concurrent GC leaves it alone. States
     # are read again once the root is registered: a GC that ran since the plan may have swept something.

@@ -42,8 +42,13 @@ class InUse:
                      "started": time.time(), "created": psutil.Process().create_time(), "what": what}
 
     def __enter__(self):
+        from sitedist.gc import gc_lock
+
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self.store.write_json_atomic(self.path, self.info)
+        # Under the GC lock: a GC either reads this root, or has finished its sweep before the sync
+        # looks at the store again.
+        with gc_lock(self.store, what=f"registering a GC root ({self.info['what']})"):
+            self.store.write_json_atomic(self.path, self.info)
         return self
 
     def __exit__(self, *exc):
