@@ -192,6 +192,7 @@ def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None):
     jobs = jobs or ctx.config.jobs or _default_jobs()
     from sitedist.core.gcroots import InUse
 
+    ctx.store.check_writable()
     check_publish_targets(ctx.config)
     ctx.store.init()
     # Everything this sync uses is a GC root until it ends, so a concurrent GC leaves it alone. States
