@@ -26,6 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
+from sitedist.core.generations import generation_of, numbers, point
 from sitedist.core.locks import StoreLock
 from sitedist.errors import ConfigError, ProfileError
 
@@ -97,19 +98,7 @@ def profile_roots(spec, targets):
 
 
 def current_generation(root):
-    try:
-        target = os.readlink(root)
-    except OSError:
-        return None
-    name = os.path.basename(target)
-    return int(name) if name.isdigit() else None
-
-
-def _numbers(gens):
-    try:
-        return sorted(int(n) for n in os.listdir(gens) if n.isdigit())
-    except FileNotFoundError:
-        return []
+    return generation_of(root)
 
 
 def read_record(gen_dir):
@@ -263,19 +252,10 @@ def plan_profile(spec, root, members):
 # --- writing and switching ---------------------------------------------------------------------
 
 def _point(link, target):
-    """Make ``link`` a symlink to ``target`` in one rename."""
-    if os.path.lexists(link) and not os.path.islink(link):
-        raise ProfileError(f"{link} exists and is not a profile symlink; move it away and publish again")
-    tmp = f"{link}.tmp-{os.getpid()}"
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
-    fd = os.open(os.path.dirname(link), os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        point(link, target)
+    except OSError as err:
+        raise ProfileError(f"cannot switch {link}: {err}; move it away and publish again") from None
 
 
 def _switch(root, number):
@@ -301,7 +281,7 @@ def write_profile(plan, keep, config_path=None):
         record = read_record(os.path.join(gens, str(current))) if current else None
         if record and record.get("inputs") == plan.inputs:
             return ProfileResult(plan.name, root, current, False, len(plan.members), list(plan.shadowed))
-        number = max(_numbers(gens), default=0) + 1
+        number = max(numbers(gens), default=0) + 1
         stage = os.path.join(gens, f".staging-{number}-{os.getpid()}")
         os.makedirs(os.path.join(stage, ".sitedist"))
         record = {"generation": number, "created": time.time(), "profile": plan.name, "config": config_path,
@@ -345,7 +325,7 @@ def list_generations(root):
     """The kept generations of the profile at ``root``, oldest first."""
     gens, current = generations_dir(root), current_generation(root)
     out = []
-    for n in _numbers(gens):
+    for n in numbers(gens):
         record = read_record(os.path.join(gens, str(n))) or {}
         out.append(ProfileGeneration(number=n, path=os.path.join(gens, str(n)), created=record.get("created", 0.0),
                                      current=n == current, packages=record.get("packages", []),
@@ -356,9 +336,9 @@ def list_generations(root):
 def switch_generation(root, number):
     gens = generations_dir(root)
     with _lock(root, f"switching profile {os.path.basename(root)}"):
-        if number not in _numbers(gens):
+        if number not in numbers(gens):
             raise ProfileError(f"profile {root} has no generation {number}; kept: "
-                               f"{', '.join(map(str, _numbers(gens))) or 'none'}")
+                               f"{', '.join(map(str, numbers(gens))) or 'none'}")
         _switch(root, number)
     return number
 
@@ -368,7 +348,7 @@ def rollback(root):
     current = current_generation(root)
     if current is None:
         raise ProfileError(f"no profile is published at {root}; nothing to roll back")
-    earlier = [n for n in _numbers(generations_dir(root)) if n < current]
+    earlier = [n for n in numbers(generations_dir(root)) if n < current]
     if not earlier:
         raise ProfileError(f"generation {current} is the oldest kept of profile {root}; nothing to roll back to "
                            "(the profile's 'keep' sets how many generations are kept)")

@@ -28,6 +28,7 @@ import socket
 import stat
 import time
 
+from sitedist.core.generations import fsync_dir
 from sitedist.core.hashing import file_sha256
 from sitedist.errors import StoreError
 
@@ -240,7 +241,7 @@ class Store:
         self.write_json_atomic(os.path.join(meta, MARKER), marker)
         os.chmod(os.path.join(meta, MARKER), 0o444)
         os.chmod(meta, 0o555 if gid is None else 0o2555)
-        _fsync_dir(meta)
+        fsync_dir(meta)
         return marker
 
 
@@ -251,17 +252,6 @@ def _user():
         return pwd.getpwuid(os.getuid()).pw_name
     except (KeyError, ImportError):
         return str(os.getuid())
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def iter_files(prefix):

@@ -221,7 +221,7 @@ def resolve_toolchains(config, packages):
         if not candidates:
             have = ", ".join(sorted(f"{p.name}@{p.version}" for p in packages.values() if p.kind == kind)) or "none"
             raise ConfigError(f"no host {kind} '{spec}' (this machine has: {have})", where=where,
-                              hint=f"check the name, or declare it under 'host: packages:' with its prefix")
+                              hint="check the name, or declare it under 'host: packages:' with its prefix")
         return max(candidates, key=lambda p: probe_version_key(p.version))
 
     toolchains = {}

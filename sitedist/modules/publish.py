@@ -28,6 +28,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sitedist.core.generations import fsync_dir, generation_of, numbers, point
 from sitedist.errors import ModulesError
 from sitedist.modules.plan import plan_tree
 from sitedist.modules.render import FORMATS, Renderer, module_context
@@ -115,7 +116,7 @@ def publish(entries, config, lock=nullcontext()):
                                  changed=False, modules=old.get("modules", 0), notes=old.get("notes", []),
                                  modulepath=modulepath_roots(config))
         plan = plan_tree(entries, config)
-        number = max(_numbers(gens), default=0) + 1
+        number = max(numbers(gens), default=0) + 1
         stage = os.path.join(gens, f".staging-{number}-{os.getpid()}")
         os.makedirs(stage)
         manifest = {
@@ -136,7 +137,7 @@ def publish(entries, config, lock=nullcontext()):
             raise
         final = os.path.join(gens, str(number))
         os.rename(stage, final)
-        _fsync_dir(gens)
+        fsync_dir(gens)
         _switch(root, number)
         _ensure_links(root, formats)
         pruned = _prune(gens, number, int(config.get("keep", 5)))
@@ -220,33 +221,16 @@ def _sync(path):
         os.close(fd)
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _point(link, target):
-    """Make ``link`` a symlink to ``target`` in one rename."""
-    tmp = f"{link}.tmp-{os.getpid()}"
     try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    os.symlink(target, tmp)
-    try:
-        os.replace(tmp, link)
+        point(link, target)
     except OSError as err:
-        os.unlink(tmp)
         raise ModulesError(f"cannot replace {link}: {err}; move it away (sitedist manages it as a symlink)") \
             from None
 
 
 def _switch(root, number):
     _point(os.path.join(root, CURRENT), f"{GENERATIONS}/{number}")
-    _fsync_dir(root)
 
 
 def _ensure_links(root, formats):
@@ -261,19 +245,7 @@ def _ensure_links(root, formats):
 
 
 def _current(root):
-    try:
-        target = os.readlink(os.path.join(root, CURRENT))
-    except (FileNotFoundError, OSError):
-        return None
-    name = os.path.basename(target)
-    return int(name) if name.isdigit() else None
-
-
-def _numbers(gens):
-    try:
-        return sorted(int(n) for n in os.listdir(gens) if n.isdigit())
-    except FileNotFoundError:
-        return []
+    return generation_of(os.path.join(root, CURRENT))
 
 
 def _read_json(path):
@@ -313,9 +285,9 @@ def _remove_leftovers(gens):
 
 
 def _prune(gens, current, keep):
-    numbers = _numbers(gens)
-    kept = set(sorted(numbers, reverse=True)[:keep]) | {current}
-    pruned = [n for n in numbers if n not in kept]
+    present = numbers(gens)
+    kept = set(sorted(present, reverse=True)[:keep]) | {current}
+    pruned = [n for n in present if n not in kept]
     for n in pruned:
         trash = os.path.join(gens, f".trash-{n}-{os.getpid()}")
         os.rename(os.path.join(gens, str(n)), trash)
@@ -328,9 +300,9 @@ def switch_generation(root, number, lock=nullcontext()):
     root = os.path.abspath(root)
     gens = os.path.join(root, GENERATIONS)
     with lock:
-        if number not in _numbers(gens):
+        if number not in numbers(gens):
             raise ModulesError(f"module tree generation {number} does not exist in {gens}; kept: "
-                               f"{', '.join(map(str, _numbers(gens))) or 'none'}")
+                               f"{', '.join(map(str, numbers(gens))) or 'none'}")
         manifest = _read_json(os.path.join(gens, str(number), MANIFEST)) or {}
         _switch(root, number)
         _ensure_links(root, manifest.get("formats", []))
@@ -345,7 +317,7 @@ def rollback(root, lock=nullcontext()):
     current = _current(root)
     if current is None:
         raise ModulesError(f"no module tree is published in {root}; nothing to roll back")
-    earlier = [n for n in _numbers(os.path.join(root, GENERATIONS)) if n < current]
+    earlier = [n for n in numbers(os.path.join(root, GENERATIONS)) if n < current]
     if not earlier:
         raise ModulesError(f"module tree generation {current} is the oldest kept in {root}; nothing to roll "
                            "back to (modules.keep sets how many generations are kept)")
@@ -357,7 +329,7 @@ def list_generations(root):
     gens = os.path.join(os.path.abspath(root), GENERATIONS)
     current = _current(os.path.abspath(root))
     out = []
-    for n in _numbers(gens):
+    for n in numbers(gens):
         m = _read_json(os.path.join(gens, str(n), MANIFEST)) or {}
         out.append(Generation(number=n, path=os.path.join(gens, str(n)), created=m.get("created", 0.0),
                               current=n == current, modules=m.get("modules", 0), inputs=m.get("inputs", "")))
