@@ -2,9 +2,7 @@
 
 import os
 
-import pytest
-
-from conftest import RECIPES, SOURCES, run_cli, site_config, tree_digest, write
+from conftest import RECIPES, run_cli, site_config, tree_digest, write
 
 
 def sync_fails(tmp_path, config, *expected):
@@ -27,7 +25,7 @@ def test_unknown_key_suggests_the_right_one(tmp_path):
         packagse:
           zlib: {{}}
         """)
-    err = sync_fails(tmp_path, config, f"{config}:3", "unknown key 'packagse'", "did you mean 'packages'")
+    sync_fails(tmp_path, config, f"{config}:3", "unknown key 'packagse'", "did you mean 'packages'")
 
 
 def test_unknown_package_key_names_its_line(tmp_path):

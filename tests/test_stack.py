@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import RECIPES, SOURCES, run_cli, site_config, tree_digest, write
+from conftest import RECIPES, run_cli, site_config, tree_digest, write
 
 ALL = ["zlib", "bzip2", "xz", "libffi", "hello", "libyaml", "lz4", "libpng"]
 
@@ -120,10 +120,10 @@ def test_changed_argument_rebuilds_package_and_dependents_only(shared_store, tmp
 
 def test_failed_build_leaves_no_prefix_keeps_log(shared_store, tmp_path):
     recipes = tmp_path / "recipes"
-    write(recipes / "broken.yml", f"""
+    write(recipes / "broken.yml", """
         name: broken
         versions:
-          "2.10": {{url: "https://example.invalid/hello-2.10.tar.gz", sha256: "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b"}}
+          "2.10": {url: "https://example.invalid/hello-2.10.tar.gz", sha256: "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b"}
         build: autotools
         post_install:
           - echo "about to fail"
