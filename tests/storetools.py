@@ -11,7 +11,7 @@ from conftest import run_cli, write
 def synthetic(recipes, name, version="1.0", deps=(), counter=None, commands=(), options=None):
     """Write recipe ``name`` into ``recipes`` with a directory source of its own. Its build installs
     bin/<name> (a script printing its name), share/<name>/data.txt and a symlink to it, lib/lib<name>.txt;
-    with ``counter``, it appends "<name> <version>" to that file (to count builds across processes)."""
+    with ``counter``, it appends its prefix to that file (one line per artifact built, from any process)."""
     src = os.path.join(str(recipes), "src", name)
     write(os.path.join(src, "data.txt"), f"{name} {version}\n")
     lines = [
@@ -23,7 +23,7 @@ def synthetic(recipes, name, version="1.0", deps=(), counter=None, commands=(), 
         'echo "%s" > "$PREFIX/lib/lib%s.txt"' % (name, name),
     ] + list(commands)
     if counter:
-        lines.append(f'echo "{name} {version}" >> {counter}')
+        lines.append(f'echo "$PREFIX" >> {counter}')
     body = {"name": name, "versions": {version: {"path": f"src/{name}"}}, "build": "commands",
             "commands": lines}
     if deps:
@@ -34,13 +34,15 @@ def synthetic(recipes, name, version="1.0", deps=(), counter=None, commands=(), 
 
 
 def config(tmp_path, packages, recipes, store=None, modules=None, extra="", name="site.yml"):
-    """A site config over ``recipes`` (synthetic ones, then the shipped ones) and the shared sources."""
+    """A site config over ``recipes`` (synthetic ones, then the shipped ones) and the shared sources.
+    ``packages``: names, or a mapping of names to their entries (YAML flow text)."""
     from conftest import site_config
 
     text = extra
     if modules:
         text += f"\nmodules: {{root: {modules}, formats: [lua, tcl]}}\n"
-    return site_config(tmp_path, {p: None for p in packages}, extra=textwrap.dedent(text), store=store,
+    packages = packages if isinstance(packages, dict) else {p: None for p in packages}
+    return site_config(tmp_path, packages, extra=textwrap.dedent(text), store=store,
                        recipes=[recipes], name=name)
 
 
