@@ -143,6 +143,9 @@ class Store:
         probe = self.root
         while not os.path.exists(probe):
             probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            raise StoreError(f"the store {self.root} cannot be created: {probe} is not a directory. "
+                             f"Nothing was changed; check 'store:' in the config")
         target = self.meta if os.path.isdir(self.meta) else probe
         if not os.access(target, os.W_OK | os.X_OK):
             raise StoreError(
