@@ -22,9 +22,15 @@ from sitedist.errors import ChecksumError, SourceError
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
 
 
+SCHEMES = ("http", "https", "file")
+
+
 def source_filename(source):
-    name = source.get("filename") or os.path.basename(urllib.parse.urlparse(source.get("url", "")).path)
+    given = source.get("filename")
+    name = given or os.path.basename(urllib.parse.urlparse(source.get("url", "")).path)
     if not name or name in (".", "..") or "/" in name or "\0" in name:
+        if given:
+            raise SourceError(f"filename {given!r} must be a plain file name (no '/', not '..')")
         raise SourceError(f"cannot tell a file name from {source.get('url')!r}; set 'filename:' in the recipe")
     return name
 
@@ -32,6 +38,10 @@ def source_filename(source):
 def source_identity(source):
     """What of a source enters the build hash (never its URL or location)."""
     if "sha256" in source:
+        source_filename(source)  # checked when planning, not first when fetching
+        scheme = urllib.parse.urlparse(source.get("url", "")).scheme
+        if source.get("url") and scheme not in SCHEMES:
+            raise SourceError(f"{source['url']}: unsupported URL scheme '{scheme}' (use http, https or file)")
         return {"sha256": source["sha256"]}
     if "git" in source:
         return {"git_commit": source["commit"]}
@@ -120,7 +130,7 @@ class Fetcher:
         import urllib.request
 
         parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("http", "https", "file"):
+        if parsed.scheme not in SCHEMES:
             raise SourceError(f"{url}: unsupported URL scheme '{parsed.scheme}' (use http, https or file)")
         final_dir = os.path.join(self.cache_dir, source["sha256"])
         os.makedirs(final_dir, exist_ok=True)
