@@ -211,10 +211,15 @@ class Fetcher:
 
 
 def _unlink(path):
+    """Remove a partial download, and its checksum directory if nothing else is in it."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    try:
+        os.rmdir(os.path.dirname(path))
+    except OSError:
+        pass  # not empty (a cached file, another download), or gone
 
 
 def unpack(archive, dest):
