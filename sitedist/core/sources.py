@@ -233,8 +233,7 @@ def unpack(archive, dest):
         with tarfile.open(archive) as tar:
             tar.extractall(dest, filter=_strict_filter)
     except tarfile.FilterError as exc:
-        raise SourceError(f"{name}: refusing to unpack: {exc}; the archive tries to write outside its "
-                          f"build directory (nothing of it was used)") from None
+        raise SourceError(f"{name}: refusing to unpack: {exc} (nothing of the archive was used)") from None
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise SourceError(f"{name}: cannot unpack: {exc}") from None
 
@@ -242,8 +241,11 @@ def unpack(archive, dest):
 def _strict_filter(member, path):
     if member.isdev() or member.isfifo():
         raise tarfile.FilterError(f"member {member.name!r} is a device or FIFO")
-    if member.name.startswith("/") or (member.islnk() and member.linkname.startswith("/")):
+    if member.name.startswith("/"):
         raise tarfile.FilterError(f"member {member.name!r} has an absolute path, outside the build directory")
+    if member.islnk() and member.linkname.startswith("/"):
+        raise tarfile.FilterError(f"member {member.name!r} is a hard link to {member.linkname!r}, outside the "
+                                  f"build directory")
     return tarfile.data_filter(member, path)
 
 
