@@ -257,7 +257,8 @@ def dependency_without_recipe(site, tmp):
 @row()
 def package_depends_on_itself(site, tmp):
     synthetic(tmp / "r", "gamma", deps=["gamma"])
-    return ["sync", site.config(tmp, "alpha: {}, gamma: {}", recipes=[tmp / "r"])], ["gamma.yml:", "package gamma depends on itself"]
+    return ["sync", site.config(tmp, "alpha: {}, gamma: {}", recipes=[tmp / "r"])], \
+        ["gamma.yml:", "package gamma depends on itself"]
 
 
 @row()
@@ -326,14 +327,15 @@ def tarball_symlink_escape(site, tmp):
 def tarball_hardlink_to_system_file(site, tmp):
     path, sha = tarball(tmp, [("pkg/passwd", tarfile.LNKTYPE, "/etc/passwd")])
     archive_recipe(tmp, path, sha)
-    return ["sync", site.config(tmp, "alpha: {}, evil: {}", recipes=[tmp / "r"])], ["refusing to unpack"]
+    return ["sync", site.config(tmp, "alpha: {}, evil: {}", recipes=[tmp / "r"])], \
+        ["refusing to unpack", "'pkg/passwd' is a hard link to '/etc/passwd'"]
 
 
 @row(build_time=True)
 def tarball_device_node(site, tmp):
     path, sha = tarball(tmp, [("pkg/null", tarfile.CHRTYPE, None)])
     archive_recipe(tmp, path, sha)
-    return ["sync", site.config(tmp, "alpha: {}, evil: {}", recipes=[tmp / "r"])], ["refusing to unpack", "device"]
+    return ["sync", site.config(tmp, "alpha: {}, evil: {}", recipes=[tmp / "r"])], ["refusing to unpack", "'pkg/null' is a device or FIFO"]
 
 
 @row(build_time=True)
