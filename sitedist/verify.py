@@ -35,6 +35,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+import psutil
+
 from sitedist.core.gcroots import live_roots
 from sitedist.core.hashing import file_sha256
 from sitedist.core.locks import StoreLock, describe_holder, is_stale, read_holder
@@ -223,8 +225,11 @@ def _leftover_findings(store, by_id, now):
         if name.startswith("inuse-") and name.endswith(".json") and name not in live:
             out.append(Finding("dead-root", os.path.join(store.gcroots_dir, name), "the GC root of a sync that died"))
     trash = os.path.join(store.meta, "trash")
-    out += [Finding("trash", os.path.join(trash, name), "left in the trash by a killed gc or repair")
-            for name in _listdir(trash)]
+    for name in _listdir(trash):   # gc-<pid>-..., repair-<pid>-...: in use while that process runs
+        path = os.path.join(trash, name)
+        pid = name.split("-")[1] if name.count("-") else ""
+        if not (pid.isdigit() and psutil.pid_exists(int(pid))) or now - os.lstat(path).st_mtime > LEFTOVER_AGE:
+            out.append(Finding("trash", path, "left in the trash by a killed gc or repair"))
     return out
 
 
@@ -279,8 +284,8 @@ def _locked(store, label, action):
 def _to_trash(store, prefix):
     trash = os.path.join(store.meta, "trash")
     os.makedirs(trash, exist_ok=True)
-    aside = os.path.join(trash, f"{os.path.basename(os.path.dirname(prefix))}-{os.path.basename(prefix)}-"
-                                f"{os.getpid()}-{time.monotonic_ns()}")
+    aside = os.path.join(trash, f"repair-{os.getpid()}-{time.monotonic_ns()}-"
+                                f"{os.path.basename(os.path.dirname(prefix))}-{os.path.basename(prefix)}")
     mode = stat.S_IMODE(os.lstat(prefix).st_mode)
     # A directory moves to another parent only if it is writable itself (sealed artifacts are not).
     os.chmod(prefix, mode | stat.S_IWUSR)

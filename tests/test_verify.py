@@ -187,14 +187,21 @@ def test_corrupt_cached_source_and_leftovers(tmp_path):
     dead_root.write_text(json.dumps({"prefixes": [], "pid": 2 ** 22 + 7, "host": os.uname().nodename,
                                      "started": time.time(), "created": 0, "what": "sync"}))
 
+    trash = store / ".sitedist" / "trash"
+    dead_gc, running_gc = trash / f"gc-{2 ** 22 + 7}-ab12", trash / f"gc-{os.getpid()}-cd34"
+    for d in (dead_gc, running_gc):
+        os.makedirs(d / "zlib-1.0-x")
     code, out, _ = verify(cfg)
     found = kinds(out["report"])
+    assert [f["path"] for f in found["trash"]] == [str(dead_gc)], "a running GC's trash is not a leftover"
     assert code == 1 and [f["path"] for f in found["bad-source"]] == [str(path)]
     assert sorted(f["path"] for f in found["leftover"]) == sorted([str(old), str(store / ".sitedist" / "store.json.tmp-4242-7")])
     assert [f["path"] for f in found["dead-root"]] == [str(dead_root)]
     code, out, _ = verify(cfg, "--repair")
-    assert code == 0 and out["after"]["ok"] and out["after"]["notes"] == []
+    assert code == 0 and out["after"]["ok"] and [f["kind"] for f in out["after"]["notes"]] == []
     assert not path.exists() and not old.exists() and young.exists() and not dead_root.exists()
+    assert not dead_gc.exists() and running_gc.exists()
+    remove_tree(running_gc)
     # The next build fetches the source again from the mirror.
     prefix = artifact(store, "zlib")
     remove_tree(prefix)
