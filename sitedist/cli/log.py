@@ -1,21 +1,22 @@
-"""sitedist log CONFIG NAME: print the build log of a package (of a failed build, if it failed)."""
+"""sitedist log [CONFIG] NAME: print the build log of a package (of a failed build, if it failed)."""
 
 import gzip
 import os
 
 import click
 
+from sitedist.cli.options import config_and_name, split_config_and_name
 from sitedist.errors import ConfigError
 
 
 @click.command()
-@click.argument("config", type=click.Path(dir_okay=False))
-@click.argument("name")
+@config_and_name
 @click.option("--path", "path_only", is_flag=True, help="Print where the log is instead of the log.")
-def log(config, name, path_only):
+def log(args, path_only):
     """Print the build log of NAME: from its artifact when complete, else from a failed build's directory."""
     from sitedist import sync as flow
 
+    config, name = split_config_and_name(args)
     ctx = flow.load(config)
     nodes = [n for n in ctx.plan.find(name) if n.kind == "package"]
     if not nodes:

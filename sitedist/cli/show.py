@@ -1,20 +1,21 @@
-"""sitedist show CONFIG NAME: a package's resolved spec, hash, prefix, dependencies and state."""
+"""sitedist show [CONFIG] NAME: a package's resolved spec, hash, prefix, dependencies and state."""
 
 import json
 
 import click
 
+from sitedist.cli.options import config_and_name, split_config_and_name
 from sitedist.errors import ConfigError
 
 
 @click.command()
-@click.argument("config", type=click.Path(dir_okay=False))
-@click.argument("name")
+@config_and_name
 @click.option("--json", "as_json", is_flag=True, help="Print the hashed document and facts as JSON.")
-def show(config, name, as_json):
+def show(args, as_json):
     """Show every build of NAME in CONFIG's plan."""
     from sitedist import sync as flow
 
+    config, name = split_config_and_name(args)
     ctx = flow.load(config)
     nodes = ctx.plan.find(name)
     if not nodes:
