@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from sitedist.core.sources import Fetcher
 from sitedist.core.store import Store
-from sitedist.errors import SitedistError, StoreError
+from sitedist.errors import ConfigError, SitedistError, StoreError
 from sitedist.host.toolchains import Host, probe_cached, resolve_host, resolve_toolchains
 from sitedist.spec.config import load_config
 from sitedist.spec.doc_cache import DocCache
@@ -49,7 +49,13 @@ def probe_host_for(config, refresh=False):
 def resolve_targets(config):
     from sitedist.host.target import resolve_target
 
-    return {t: resolve_target(t) for t in config.targets}
+    out = {}
+    for target in config.targets:
+        try:
+            out[target] = resolve_target(target)
+        except ConfigError as exc:
+            raise ConfigError(str(exc), where=config.where("target")) from None
+    return out
 
 
 def load(config_path, refresh_probe=False):
