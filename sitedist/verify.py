@@ -40,7 +40,7 @@ import psutil
 from sitedist.core.gcroots import live_roots
 from sitedist.core.hashing import file_sha256
 from sitedist.core.locks import StoreLock, describe_holder, is_stale, read_holder
-from sitedist.core.store import MARKER, META, iter_files, manifest_entry, remove_tree
+from sitedist.core.store import MARKER, META, iter_files, remove_tree
 from sitedist.errors import LockError
 
 LEFTOVER_AGE = 600.0  # seconds: no live process leaves its temporary file untouched this long
@@ -111,7 +111,8 @@ def check_artifact(prefix, aid):
         if want is None:
             changes.append(["added", rel, "not in the manifest"])
         elif ("link" in want) != stat.S_ISLNK(st.st_mode):
-            changes.append(["type", rel, "was a symlink, now a file" if "link" in want else "was a file, now a symlink"])
+            was = ("a symlink", "a file") if "link" in want else ("a file", "a symlink")
+            changes.append(["type", rel, f"was {was[0]}, now {was[1]}"])
         elif "link" in want:
             target = os.readlink(path)
             if target != want["link"]:
@@ -131,7 +132,7 @@ def _file_changes(rel, path, st, want):
     if mode & (0o222 | stat.S_ISUID | stat.S_ISGID):
         out.append(["mode", rel, f"writable or set-id ({oct(mode)}); artifacts are sealed read-only"])
     try:
-        same = st.st_size == want["size"] and manifest_entry(path, st)["sha256"] == want["sha256"]
+        same = st.st_size == want["size"] and file_sha256(path) == want["sha256"]
     except OSError as exc:
         out.append(["changed", rel, f"unreadable: {exc.strerror}"])
         return out

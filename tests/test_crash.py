@@ -25,7 +25,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +37,7 @@ import yaml
 
 from conftest import RECIPES, SOURCES, run_cli, site_config, write
 from modtools import ModuleShell
-from storetools import kinds, verify
+from storetools import verify
 
 BASE = {"zlib": None, "libpng": None, "hello": None, "lz4": None}
 

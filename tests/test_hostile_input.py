@@ -221,7 +221,8 @@ def yaml_python_tag_in_recipe(site, tmp):
         build: commands
         commands: ["true"]
         """)
-    return ["sync", site.config(tmp, recipes=[tmp / "r"])], ["YAML tags are not allowed", "alpha.yml:2"], [tmp / "pwned"]
+    return ["sync", site.config(tmp, recipes=[tmp / "r"])], ["YAML tags are not allowed", "alpha.yml:2"], \
+        [tmp / "pwned"]
 
 
 @row()
@@ -265,7 +266,8 @@ def package_depends_on_itself(site, tmp):
 def patch_file_missing(site, tmp):
     recipe(tmp, "gamma", 'name: gamma\nversions: {"1.0": {path: src}}\nbuild: commands\ncommands: ["true"]\n'
                          'patches: [{file: fix.patch}]\n')
-    return ["sync", site.config(tmp, "alpha: {}, gamma: {}", recipes=[tmp / "r"])], ["gamma.yml:5", "patch file not found"]
+    return ["sync", site.config(tmp, "alpha: {}, gamma: {}", recipes=[tmp / "r"])], \
+        ["gamma.yml:5", "patch file not found"]
 
 
 @row()
@@ -276,16 +278,24 @@ def source_directory_missing(site, tmp):
 
 @row()
 def source_filename_with_path(site, tmp):
-    recipe(tmp, "gamma", f'name: gamma\nversions: {{"1.0": {{filename: ../../../etc/evil.tar.gz, sha256: "{"0" * 64}"}}}}\n'
-                         'build: commands\ncommands: ["true"]\n')
+    recipe(tmp, "gamma", f"""
+        name: gamma
+        versions: {{"1.0": {{filename: ../../../etc/evil.tar.gz, sha256: "{'0' * 64}"}}}}
+        build: commands
+        commands: ["true"]
+        """)
     return ["sync", site.config(tmp, "alpha: {}, gamma: {}", recipes=[tmp / "r"])], \
         ["gamma.yml:2", "filename '../../../etc/evil.tar.gz' must be a plain file name"]
 
 
 @row()
 def source_url_scheme(site, tmp):
-    recipe(tmp, "gamma", f'name: gamma\nversions: {{"1.0": {{url: "ftp://example.org/g.tar.gz", sha256: "{"0" * 64}"}}}}\n'
-                         'build: commands\ncommands: ["true"]\n')
+    recipe(tmp, "gamma", f"""
+        name: gamma
+        versions: {{"1.0": {{url: "ftp://example.org/g.tar.gz", sha256: "{'0' * 64}"}}}}
+        build: commands
+        commands: ["true"]
+        """)
     return ["sync", site.config(tmp, "alpha: {}, gamma: {}", recipes=[tmp / "r"])], ["unsupported URL scheme 'ftp'"]
 
 
@@ -317,7 +327,8 @@ def tarball_member_absolute(site, tmp):
 
 @row(build_time=True)
 def tarball_symlink_escape(site, tmp):
-    path, sha = tarball(tmp, [("pkg/link", tarfile.SYMTYPE, str(tmp)), ("pkg/link/through-link", tarfile.REGTYPE, b"x")])
+    path, sha = tarball(tmp, [("pkg/link", tarfile.SYMTYPE, str(tmp)),
+                              ("pkg/link/through-link", tarfile.REGTYPE, b"x")])
     archive_recipe(tmp, path, sha)
     return ["sync", site.config(tmp, "alpha: {}, evil: {}", recipes=[tmp / "r"])], ["refusing to unpack"], \
         [tmp / "through-link"]
@@ -335,7 +346,8 @@ def tarball_hardlink_to_system_file(site, tmp):
 def tarball_device_node(site, tmp):
     path, sha = tarball(tmp, [("pkg/null", tarfile.CHRTYPE, None)])
     archive_recipe(tmp, path, sha)
-    return ["sync", site.config(tmp, "alpha: {}, evil: {}", recipes=[tmp / "r"])], ["refusing to unpack", "'pkg/null' is a device or FIFO"]
+    return ["sync", site.config(tmp, "alpha: {}, evil: {}", recipes=[tmp / "r"])], \
+        ["refusing to unpack", "'pkg/null' is a device or FIFO"]
 
 
 @row(build_time=True)

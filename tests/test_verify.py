@@ -195,7 +195,8 @@ def test_corrupt_cached_source_and_leftovers(tmp_path):
     found = kinds(out["report"])
     assert [f["path"] for f in found["trash"]] == [str(dead_gc)], "a running GC's trash is not a leftover"
     assert code == 1 and [f["path"] for f in found["bad-source"]] == [str(path)]
-    assert sorted(f["path"] for f in found["leftover"]) == sorted([str(old), str(store / ".sitedist" / "store.json.tmp-4242-7")])
+    tmp_file = store / ".sitedist" / "store.json.tmp-4242-7"
+    assert sorted(f["path"] for f in found["leftover"]) == sorted([str(old), str(tmp_file)])
     assert [f["path"] for f in found["dead-root"]] == [str(dead_root)]
     code, out, _ = verify(cfg, "--repair")
     assert code == 0 and out["after"]["ok"] and [f["kind"] for f in out["after"]["notes"]] == []
