@@ -5,6 +5,7 @@ import grp
 import hashlib
 import json
 import os
+import resource
 import stat
 import subprocess
 import sys
@@ -19,35 +20,54 @@ from storetools import artifact, config, kinds, synthetic, verify
 
 # --- a full disk ---------------------------------------------------------------------------------
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB filesystem (tmpfs) for the store; skipped where this process may not mount."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+LIMIT = 4 << 20   # bytes
+
+
+@pytest.fixture(params=["tmpfs", "rlimit"])
+def small_disk(request, tmp_path):
+    """Where a sync runs out of space: (store directory, preexec_fn for the sync, cases).
+
+    tmpfs: the store on a 4 MiB tmpfs (skipped where this process may not mount). rlimit: the sync's
+    files limited to 4 MiB (RLIMIT_FSIZE), which works without root. A case is a recipe name, its extra
+    build commands, and what the error must say."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if request.param == "rlimit":
+        yield disk, lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT)), [
+            # Writes 8 MB: the command is killed by SIGXFSZ.
+            ("big", ['head -c 8000000 /dev/zero > "$PREFIX/share/big/zeros"'], "File size limit exceeded"),
+            # Prints 5 MB: sitedist's own write of the build log fails.
+            ("loud", ["head -c 5000000 /dev/zero | tr '\\0' x | fold -w 100"], "File too large")]
+        return
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={LIMIT}", "tmpfs", str(disk)], capture_output=True,
+                          text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=True)
+    yield disk, None, [
+        # Writes 8 MB into its prefix: its own command fails with ENOSPC.
+        ("big", ['head -c 8000000 /dev/zero > "$PREFIX/share/big/zeros"'], "No space left on device"),
+        # Fills the disk to the last byte and succeeds: sitedist's own writes (spec, log, manifest) fail.
+        ("fill", ['avail=$(df --output=avail -B1 "$PREFIX" | tail -1)',
+                  'head -c "$avail" /dev/zero > "$PREFIX/share/fill/zeros" || true'], "the filesystem is full")]
+    subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
 def test_disk_full_during_a_build(tmp_path, small_disk):
+    disk, limit, cases = small_disk
     recipes = tmp_path / "recipes"
     synthetic(recipes, "alpha")
-    # Writes 8 MB into its prefix: its own command fails with ENOSPC.
-    synthetic(recipes, "big", commands=['head -c 8000000 /dev/zero > "$PREFIX/share/big/zeros"'])
-    # Fills the disk to the last byte and succeeds: sitedist's own writes (spec, log, manifest) fail.
-    synthetic(recipes, "fill", commands=['avail=$(df --output=avail -B1 "$PREFIX" | tail -1)',
-                                         'head -c "$avail" /dev/zero > "$PREFIX/share/fill/zeros" || true'])
-    store = small_disk / "store"
+    for name, commands, _ in cases:
+        synthetic(recipes, name, commands=commands)
+    store = disk / "store"
     modules = tmp_path / "modules"
     good = config(tmp_path, ["alpha"], recipes, store=store, modules=modules, name="good.yml")
     run_cli("sync", good)
     before = tree_digest(artifact(store, "alpha"), modules)
 
-    for name, expected in (("big", "No space left on device"), ("fill", "the filesystem is full")):
+    for name, _, expected in cases:
         cfg = config(tmp_path, ["alpha", name], recipes, store=store, modules=modules, name=f"{name}.yml")
-        proc = run_cli("sync", cfg, check=False)
+        proc = subprocess.run([sys.executable, "-m", "sitedist.cli.main", "sync", cfg], capture_output=True,
+                              text=True, preexec_fn=limit)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert f"error: {name} 1.0 failed" in proc.stderr and expected in proc.stderr, proc.stderr
         assert "build directory kept" in proc.stderr
