@@ -62,7 +62,9 @@ def publish_modules(ctx, lock_factory=None):
             cfg["root"] = os.path.join(config["root"], target)
             if config.get("lmod_cache"):
                 cfg["lmod_cache"] = os.path.join(config["lmod_cache"], target)
-        os.makedirs(cfg["root"], exist_ok=True)
+        if not os.path.isdir(cfg["root"]):
+            os.makedirs(cfg["root"])
+            os.chmod(cfg["root"], 0o755)  # users read the tree whatever the admin's umask
         lock = StoreLock(os.path.join(cfg["root"], ".publish.lock"), what="publishing modules")
         results.append(publish(module_entries(ctx, target if len(targets) > 1 else None), cfg, lock=lock))
         register_tree(ctx.store, "modules", cfg["root"])  # every GC of this store counts this tree

@@ -12,6 +12,7 @@ def point(link, target):
     """Make ``link`` a symlink to ``target`` in one rename; OSError if ``link`` is not a symlink."""
     if os.path.lexists(link) and not os.path.islink(link):
         raise IsADirectoryError(f"{link} exists and is not a symlink")
+    _remove_stale_tmp(link)
     tmp = f"{link}.tmp-{os.getpid()}"
     if os.path.lexists(tmp):
         os.unlink(tmp)
@@ -22,6 +23,20 @@ def point(link, target):
         os.unlink(tmp)
         raise
     fsync_dir(os.path.dirname(os.path.abspath(link)))
+
+
+def _remove_stale_tmp(link):
+    """Remove the temporary links of switches killed half-way (``<link>.tmp-<pid>`` of a dead pid)."""
+    import psutil
+
+    directory, base = os.path.split(os.path.abspath(link))
+    for name in os.listdir(directory):
+        pid = name[len(base) + 5:] if name.startswith(base + ".tmp-") else ""
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 def generation_of(link):

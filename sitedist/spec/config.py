@@ -264,6 +264,18 @@ def load_config(path, cache=None):
             where=str(raw["profiles"].mark_of(name)),
         )
 
+    store_root = os.path.normpath(store["root"])
+    roots = [(modules["root"], ("modules", "root"))] if modules else []
+    roots += [(p.root, ("profiles", name)) for name, p in profiles.items()]
+    for path, where in roots:
+        path = os.path.normpath(path)
+        if path == store_root or path.startswith(store_root + os.sep) or store_root.startswith(path + os.sep):
+            node, mark = raw, None
+            for step in where:
+                mark = node.mark_of(step) if hasattr(node, "mark_of") else mark
+                node = node.get(step, {}) if isinstance(node, dict) else {}
+            raise ConfigError(f"{'.'.join(where)}: {path} overlaps the store {store_root}",
+                              where=str(mark or path), hint="publish modules and profiles outside the store")
     recipe_dirs = _as_list(raw.get("recipes"))
     return SiteConfig(
         path=path,

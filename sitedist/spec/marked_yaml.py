@@ -100,7 +100,9 @@ def load_text(text, filename):
     loader = _MarkedLoader(text)  # a SafeLoader subclass: no Python objects from tags
     loader.filename = filename
     try:
-        return loader.get_single_data()
+        doc = loader.get_single_data()
+        _check_size(doc, filename)
+        return doc
     except ConfigError:
         raise
     except yaml.MarkedYAMLError as exc:
@@ -115,6 +117,29 @@ def load_text(text, filename):
         raise ConfigError(f"YAML error: {exc}", where=filename) from None
     finally:
         loader.dispose()
+
+
+MAX_VALUES = 100_000
+
+
+def _check_size(doc, filename):
+    """Refuse documents whose aliases expand to more than MAX_VALUES values (a "billion laughs" bomb
+    would make every later step that walks the document take forever)."""
+    sizes = {}
+
+    def size(node):
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key not in sizes:
+            sizes[key] = 0  # a recursive alias counts once
+            children = node.values() if isinstance(node, dict) else node
+            sizes[key] = 1 + sum(size(child) for child in children)
+        return sizes[key]
+
+    if size(doc) > MAX_VALUES:
+        raise ConfigError(f"the document expands to more than {MAX_VALUES} values through YAML aliases",
+                          where=filename, hint="use fewer or smaller aliases (&name / *name)")
 
 
 def load_file(path):

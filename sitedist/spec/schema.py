@@ -228,6 +228,14 @@ def _validator(schema):
     return _validators[key]
 
 
+def _json_type(value):
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
+                       (dict, "mapping"), (list, "list")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
 def _describe(error, document, filename):
     path = list(error.absolute_path)
     where = mark_at(document, path) if hasattr(document, "mark") else None
@@ -265,7 +273,7 @@ def _describe(error, document, filename):
         if best is not None:
             hint = best.message
     elif validator == "type":
-        message = f"{dotted}: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+        message = f"{dotted}: expected {error.validator_value}, got {_json_type(error.instance)} {error.instance!r}"
     else:
         message = f"{dotted}: {error.message}"
     return ConfigError(message, where=where, hint=hint)
