@@ -143,3 +143,16 @@ def test_dry_run_writes_nothing(tmp_path):
     assert "[build]" in proc.stdout and "libpng 1.6.39" in proc.stdout and "zlib 1.2.13" in proc.stdout
     assert "(new)" in proc.stdout
     assert not os.path.exists(tmp_path / "store")
+
+
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    lines = [f"store: {tmp_path}/store", "mirrors: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 6):
+        lines.append(f"upstreams{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    config = write(tmp_path / "site.yml", "\n".join(lines).replace("upstreams", "x_upstreams") + "\n")
+    sync_fails(tmp_path, config, f"{config}", "expands to more than 100000 values")
+
+
+def test_module_root_inside_the_store_is_refused(tmp_path):
+    config = site_config(tmp_path, {"zlib": None}, extra=f"modules: {{root: {tmp_path}/store/modules}}\n")
+    sync_fails(tmp_path, config, f"{config}:6", "overlaps the store", "outside the store")
