@@ -216,6 +216,7 @@ def collect(config, dry_run=False, keep=None, older_than_days=None, on_wait=None
     result = GcResult(store=store.root, dry_run=dry_run)
     if not os.path.isdir(store.root):
         return result
+    store.check_is_store()
     if dry_run:
         _collect(store, config, result, keep, older_than_days)
         return result

@@ -246,6 +246,7 @@ def verify_store(store, jobs=None):
     report = Report(store=store.root)
     if not os.path.isdir(store.root):
         return report
+    store.check_is_store()
     artifacts = list(store.artifacts())
     by_id = {a[2]: a for a in artifacts}
     report.artifacts = sum(1 for a in artifacts if a[4])

@@ -23,13 +23,14 @@ import grp
 import gzip
 import json
 import os
+import re
 import shutil
 import socket
 import stat
 import time
 
 from sitedist.core.generations import fsync_dir
-from sitedist.core.hashing import file_sha256
+from sitedist.core.hashing import ID_LENGTH, file_sha256
 from sitedist.errors import StoreError
 
 FORMAT = 1
@@ -110,18 +111,20 @@ class Store:
         return "incomplete" if os.path.lexists(prefix) else "missing"
 
     def artifacts(self):
-        """Every artifact directory here: (name, version, id, prefix, complete)."""
+        """Every artifact directory here: (name, version, id, prefix, complete). Only entries named as
+        sitedist names artifacts count (``<name>/<version>-<id>``, with the schema's name and version
+        patterns and a base32 id): whatever else lies in the store's directory is not sitedist's."""
+        from sitedist.spec.schema import NAME, VERSION
+
         if not os.path.isdir(self.root):
             return
         for name in sorted(os.listdir(self.root)):
-            if name.startswith("."):
-                continue
             pkg_dir = os.path.join(self.root, name)
-            if not os.path.isdir(pkg_dir) or os.path.islink(pkg_dir):
+            if not re.fullmatch(NAME, name) or not os.path.isdir(pkg_dir) or os.path.islink(pkg_dir):
                 continue
             for entry in sorted(os.listdir(pkg_dir)):
-                version, sep, aid = entry.rpartition("-")
-                if not sep:
+                version, _, aid = entry.rpartition("-")
+                if not (re.fullmatch(VERSION, version) and re.fullmatch(f"[a-z2-7]{{{ID_LENGTH}}}", aid)):
                     continue
                 prefix = os.path.join(pkg_dir, entry)
                 yield name, version, aid, prefix, self.is_complete(prefix)
@@ -168,10 +171,23 @@ class Store:
         if not os.path.exists(info):
             self.write_json_atomic(info, {"format": FORMAT, "created": time.time()})
         else:
+            self.check_is_store()
+
+    def check_is_store(self):
+        """StoreError unless ``root`` is a sitedist store of this format: whatever sweeps the store (gc,
+        verify) calls this first, so that a 'store:' naming some other directory loses nothing."""
+        info = os.path.join(self.meta, "store.json")
+        try:
             with open(info, encoding="utf-8") as f:
                 fmt = json.load(f).get("format")
-            if fmt != FORMAT:
-                raise StoreError(f"{self.root} is a store of format {fmt}; this sitedist knows format {FORMAT}")
+        except FileNotFoundError:
+            raise StoreError(f"{self.root} is not a sitedist store (no {META}/store.json); nothing was removed. "
+                             f"Check 'store:' in the config") from None
+        except (OSError, ValueError, AttributeError) as exc:
+            raise StoreError(f"{info} is unreadable ({exc}), so {self.root} is not known to be a sitedist "
+                             f"store; nothing was removed") from None
+        if fmt != FORMAT:
+            raise StoreError(f"{self.root} is a store of format {fmt}; this sitedist knows format {FORMAT}")
 
     def _gid(self):
         if not self.group:
