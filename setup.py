@@ -11,7 +11,7 @@ setup(
     # The modulefile templates stay a top-level directory a site can read and copy; a regular install
     # puts them under <prefix>/share/sitedist/ (sitedist.modules.render finds them in either place).
     data_files=[("share/sitedist/modulefiles_templates", sorted(glob.glob("modulefiles_templates/*.j2")))],
-    python_requires=">=3.9",
+    python_requires=">=3.10",  # and a release with tarfile extraction filters: 3.10.12+, 3.11.4+
     install_requires=[
         "PyYAML>=5.4",
         "Jinja2>=3.0",

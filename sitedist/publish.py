@@ -46,27 +46,46 @@ def module_entries(ctx, target=None):
             if n.kind != "package" or target is None or n.target == target]
 
 
-def publish_modules(ctx, lock_factory=None):
+def module_configs(ctx):
+    """[(target, modules config)]: one tree, or one per CPU target under <root>/<target>."""
     config = ctx.config.modules
     if config is None:
         return []
+    targets = ctx.plan.targets
+    if len(targets) == 1:
+        return [(None, dict(config))]
+    out = []
+    for target in targets:
+        cfg = dict(config, root=os.path.join(config["root"], target))
+        if config.get("lmod_cache"):
+            cfg["lmod_cache"] = os.path.join(config["lmod_cache"], target)
+        out.append((target, cfg))
+    return out
+
+
+def check_modules(ctx):
+    """Plan the module trees without writing: a name clash no rule resolves is reported before anything
+    is built. Returns the notes (clashes the rules resolved)."""
+    from sitedist.modules import plan_tree
+
+    notes = []
+    for target, cfg in module_configs(ctx):
+        notes += plan_tree(module_entries(ctx, target), cfg).notes
+    return notes
+
+
+def publish_modules(ctx):
     from sitedist.core.locks import StoreLock
     from sitedist.gc import register_tree
     from sitedist.modules.publish import publish
 
     results = []
-    targets = ctx.plan.targets
-    for target in targets:
-        cfg = dict(config)
-        if len(targets) > 1:
-            cfg["root"] = os.path.join(config["root"], target)
-            if config.get("lmod_cache"):
-                cfg["lmod_cache"] = os.path.join(config["lmod_cache"], target)
+    for target, cfg in module_configs(ctx):
         if not os.path.isdir(cfg["root"]):
             os.makedirs(cfg["root"])
             os.chmod(cfg["root"], 0o755)  # users read the tree whatever the admin's umask
         lock = StoreLock(os.path.join(cfg["root"], ".publish.lock"), what="publishing modules")
-        results.append(publish(module_entries(ctx, target if len(targets) > 1 else None), cfg, lock=lock))
+        results.append(publish(module_entries(ctx, target), cfg, lock=lock))
         register_tree(ctx.store, "modules", cfg["root"])  # every GC of this store counts this tree
     return results
 

@@ -43,7 +43,7 @@ def probe_host_for(config, refresh=False):
                           timeout=config.host.get("timeout", 10.0), refresh=refresh)
     packages = resolve_host(config, report)
     toolchains = resolve_toolchains(config, packages)
-    return Host(packages=packages, toolchains=toolchains, target=report.target, problems=list(report.problems))
+    return Host(packages=packages, toolchains=toolchains, problems=list(report.problems))
 
 
 def resolve_targets(config):
@@ -52,9 +52,14 @@ def resolve_targets(config):
     out = {}
     for target in config.targets:
         try:
-            out[target] = resolve_target(target)
+            resolved = resolve_target(target)
         except ConfigError as exc:
             raise ConfigError(str(exc), where=config.where("target")) from None
+        same = [t for t, r in out.items() if r == resolved]
+        if same:
+            raise ConfigError(f"target: {same[0]} and {target} are the same target ({resolved})",
+                              where=config.where("target"), hint="list each target once")
+        out[target] = resolved
     return out
 
 
@@ -124,6 +129,10 @@ def describe_plan(ctx):
         elif state == "upstream":
             line += f"  {ctx.prefixes[node.key]}"
         lines.append(line)
+    if ctx.config.modules:
+        from sitedist.publish import check_modules
+
+        lines += [f"  modules: {note}" for note in check_modules(ctx)]
     lines.append(f"{len(ctx.plan.nodes)} artifacts: {len(ctx.plan.nodes) - len(missing)} present, "
                  f"{len(missing)} to build")
     return lines
@@ -186,12 +195,6 @@ def past_durations(store):
     return {p["label"]: p["duration"] for p in report.get("packages", []) if p.get("duration")}
 
 
-def run_sync(config_path, jobs=None, keep_going=False, events=None, on_wait=None, refresh_probe=False):
-    """The whole sync. Raises SitedistError on errors found before building; build failures are in
-    the result."""
-    return finish_sync(load(config_path, refresh_probe), jobs, keep_going, events, on_wait)
-
-
 def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None):
     """Stages 4-6 on a loaded context."""
     started = time.time()
@@ -200,10 +203,15 @@ def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None):
 
     ctx.store.check_writable()
     check_publish_targets(ctx.config)
+    if ctx.to_build():
+        from sitedist.publish import check_modules
+
+        check_modules(ctx)  # a module name clash stops the sync before anything is built
     ctx.store.init()
     # Everything this sync uses is a GC root until it ends, so a concurrent GC leaves it alone. States
     # are read again once the root is registered: a GC that ran since the plan may have swept something.
-    with InUse(ctx.store, ctx.prefixes.values(), what=f"sync {ctx.config.path}"):
+    in_use = set(ctx.prefixes.values()) | {ctx.store.prefix(n.name, n.version, n.aid) for n in ctx.plan.nodes}
+    with InUse(ctx.store, in_use, what=f"sync {ctx.config.path}"):
         refresh_states(ctx)
         result = build_missing(ctx, jobs, keep_going, events, on_wait) if ctx.to_build() else None
         sync_result = SyncResult(ctx=ctx, built=list(result.succeeded) if result else [],

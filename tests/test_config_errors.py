@@ -156,3 +156,27 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
 def test_module_root_inside_the_store_is_refused(tmp_path):
     config = site_config(tmp_path, {"zlib": None}, extra=f"modules: {{root: {tmp_path}/store/modules}}\n")
     sync_fails(tmp_path, config, f"{config}:6", "overlaps the store", "outside the store")
+
+
+def test_float_option_value_is_a_config_error(tmp_path):
+    config = site_config(tmp_path, {"libyaml": "{options: {shared: 1.5}}"})
+    sync_fails(tmp_path, config, f"{config}:5", "expected a string, integer or boolean", 'write it as a string: "1.5"')
+
+
+def test_the_same_target_twice(tmp_path):
+    config = site_config(tmp_path, {"zlib": None}, extra="target: [generic, x86_64]\n")
+    sync_fails(tmp_path, config, f"{config}:6", "generic and x86_64 are the same target")
+
+
+def test_module_name_clash_stops_the_sync_before_building(tmp_path):
+    config = site_config(tmp_path, {"zlib": None, "lz4": None},
+                         extra=f"modules: {{root: {tmp_path}/modules, naming: 'x/1'}}\n")
+    dry = run_cli("sync", "--dry-run", config, check=False)
+    assert dry.returncode != 0 and "x/1" in dry.stderr, dry.stderr
+    sync_fails(tmp_path, config, "x/1", "zlib", "lz4", "disambiguate")
+
+
+def test_declared_host_package_error_names_the_config_line(tmp_path):
+    config = site_config(tmp_path, {"zlib": None}, extra="host:\n  packages:\n    vendor:\n"
+                         "      {kind: compiler, implementation: bogus, prefix: /usr}\n")
+    sync_fails(tmp_path, config, f"{config}:8", "bogus")

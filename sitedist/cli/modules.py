@@ -15,20 +15,14 @@ from sitedist.errors import ModulesError
 def modules(config, rollback, list_):
     """Regenerate and publish CONFIG's module tree from what the store holds (no builds), or roll back
     or list its generations. A sync after a rollback publishes the config's tree again."""
-    from sitedist.spec.config import load_config
-
-    cfg = load_config(config)
-    if cfg.modules is None:
-        raise ModulesError(f"{config} has no 'modules:' section; nothing to publish")
     from sitedist import modules as pub
+    from sitedist import sync as flow
+    from sitedist.publish import module_configs
 
-    roots = [cfg.modules["root"]]
-    if len(cfg.targets) > 1:
-        from sitedist.sync import resolve_targets
-
-
-
-        roots = [os.path.join(cfg.modules["root"], t) for t in resolve_targets(cfg).values()]
+    ctx = flow.load(config)
+    if ctx.config.modules is None:
+        raise ModulesError(f"{config} has no 'modules:' section; nothing to publish")
+    roots = [c["root"] for _, c in module_configs(ctx)]
     if list_:
         for root in roots:
             for g in pub.list_generations(root):
@@ -42,15 +36,17 @@ def modules(config, rollback, list_):
             lock = StoreLock(os.path.join(root, ".publish.lock"), what="rolling back modules")
             click.echo(f"{root}: now generation {pub.rollback(root, lock=lock)}")
         return
-    from sitedist import sync as flow
     from sitedist.publish import publish_modules
 
-    ctx = flow.load(config)
     missing = [n.label for n in ctx.plan.nodes if ctx.states[n.key] not in ("complete", "upstream")]
     if missing:
         raise ModulesError(f"{len(missing)} artifacts of {config} are not built: {', '.join(missing)}; "
                            f"run 'sitedist sync {config}' (modules are published only for a complete plan, so "
                            f"that no module loads a dependency that does not exist)")
-    for result in publish_modules(ctx):
+    from sitedist.core.gcroots import InUse
+
+    with InUse(ctx.store, ctx.prefixes.values(), what=f"modules {config}"):  # a GC keeps what the tree uses
+        results = publish_modules(ctx)
+    for result in results:
         state = f"generation {result.generation}" + ("" if result.changed else " (unchanged)")
         click.echo(f"{result.root}: {state}, {result.modules} modules")

@@ -57,7 +57,6 @@ class Toolchain:
 class Host:
     packages: dict = field(default_factory=dict)   # name -> HostPackage
     toolchains: dict = field(default_factory=dict)  # name -> Toolchain ('default' always present)
-    target: dict = field(default_factory=dict)
     problems: list = field(default_factory=list)
 
 
@@ -181,8 +180,8 @@ def resolve_host(config, report):
                     pkg = _compiler_package(probe.probe_declared_compiler(impl, decl["prefix"], pin, timeout))
                 else:
                     pkg = _mpi_package(probe.probe_declared_mpi(impl, decl["prefix"], pin, timeout))
-            except HostError as exc:
-                raise HostError(f"{where}: host package {name}: {exc}") from None
+            except (HostError, ConfigError) as exc:
+                raise type(exc)(f"{where}: host package {name}: {exc}") from None
             pkg.name = name
             packages[name] = pkg
             continue

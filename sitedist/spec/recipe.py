@@ -214,14 +214,26 @@ def _render(recipe, key, index, text, context, finalize):
                           where=recipe.where(key, index)) from None
 
 
+def _dq_literal(text):
+    """Escape recipe text for a double-quoted bash word: $VAR and ${VAR} still expand; nothing else is
+    interpreted ($(...), backquotes, quotes and backslashes stay literal)."""
+    return re.sub(r'[\\"`]|\$(?![A-Za-z_{])', lambda m: "\\" + m.group(0), text)
+
+
+def _escape_template_text(text):
+    """Escape the literal parts of a template (not its {{ }} and {% %} parts) with _dq_literal."""
+    env = _template_env(_dq_escape)
+    return "".join(_dq_literal(value) if kind == "data" else value for _, kind, value in env.lex(text))
+
+
 def _words(recipe, key, context):
     """An argument list as bash words: recipe text may use $VARS; option values stay literal."""
     out = []
     for i, arg in enumerate(recipe.args.get(key, [])):
         if "{{" in arg or "{%" in arg:
-            arg = _render(recipe, key, i, arg, context, _dq_escape)
+            arg = _render(recipe, key, i, _escape_template_text(arg), context, _dq_escape)
         else:
-            arg = re.sub(r'([\\"`])', r"\\\1", arg)
+            arg = _dq_literal(arg)
         if arg:
             out.append(f'"{arg}"')
     return " ".join(out)

@@ -15,7 +15,7 @@ SHA256 = r"^[0-9a-f]{64}$"
 
 _strings = {"type": "array", "items": {"type": "string"}}
 _str_or_strings = {"anyOf": [{"type": "string"}, _strings]}
-_option_value = {"type": ["string", "number", "boolean"]}
+_option_value = {"type": ["string", "integer", "boolean"]}  # no floats: hashed documents refuse them
 
 _package = {
     "type": ["object", "null"],
@@ -272,6 +272,9 @@ def _describe(error, document, filename):
         best = min(error.context, key=lambda e: len(list(e.absolute_path)), default=None) if error.context else None
         if best is not None:
             hint = best.message
+    elif validator == "type" and error.validator_value == ["string", "integer", "boolean"]:
+        message = f"{dotted}: expected a string, integer or boolean, got {_json_type(error.instance)} {error.instance!r}"
+        hint = f'write it as a string: "{error.instance}"' if isinstance(error.instance, float) else None
     elif validator == "type":
         message = f"{dotted}: expected {error.validator_value}, got {_json_type(error.instance)} {error.instance!r}"
     else:
