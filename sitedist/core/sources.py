@@ -17,6 +17,7 @@ import urllib.parse
 import zipfile
 
 from sitedist.core.hashing import tree_sha256
+from sitedist.core.locks import StoreLock
 from sitedist.errors import ChecksumError, SourceError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
@@ -51,10 +52,14 @@ def source_identity(source):
 
 
 class Fetcher:
-    def __init__(self, cache_dir, mirrors=(), timeout=60):
+    """Fetches sources into ``cache_dir``. ``lock_dir`` holds the locks of git mirrors (default: the
+    cache directory); a store passes its lock directory."""
+
+    def __init__(self, cache_dir, mirrors=(), timeout=60, lock_dir=None):
         self.cache_dir = cache_dir
         self.mirrors = list(mirrors)
         self.timeout = timeout
+        self.lock_dir = lock_dir or cache_dir
         self._indexes = {}
 
     def cached(self, source):
@@ -172,37 +177,45 @@ class Fetcher:
         return final
 
     def fetch_git(self, source, dest):
-        """Export ``source['commit']`` of a git repository into ``dest``."""
+        """Export ``source['commit']`` of a git repository into ``dest``. The repository's mirror in the
+        cache is cloned, fetched into and read under its own lock, so concurrent builds (threads or
+        processes) of one git source take turns."""
         import hashlib
 
-        mirror = os.path.join(self.cache_dir, "git-" + hashlib.sha256(source["git"].encode()).hexdigest()[:16])
+        key = "git-" + hashlib.sha256(source["git"].encode()).hexdigest()[:16]
+        mirror = os.path.join(self.cache_dir, key)
         commit = source["commit"]
 
         def git(*args, cwd=None):
             proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
                                   env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
             if proc.returncode != 0:
-                raise SourceError(f"git {' '.join(args[:2])} failed for {source['git']}: "
-                                  f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+                why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+                raise SourceError(f"git {' '.join(args[:2])} failed for {source['git']}: {why}")
             return proc.stdout
 
-        if not os.path.isdir(mirror):
-            tmp = f"{mirror}.part-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            git("clone", "--quiet", "--mirror", source["git"], tmp)
-            os.replace(tmp, mirror)
-        try:
-            git("cat-file", "-e", commit + "^{commit}", cwd=mirror)
-        except SourceError:
-            git("fetch", "--quiet", "origin", cwd=mirror)
+        os.makedirs(self.cache_dir, exist_ok=True)
+        os.makedirs(self.lock_dir, exist_ok=True)
+        with StoreLock(os.path.join(self.lock_dir, key + ".lock"), what=f"fetching {source['git']}"):
+            if not os.path.isdir(mirror):
+                tmp = f"{mirror}.part-{os.getpid()}-{time.monotonic_ns()}"
+                try:
+                    git("clone", "--quiet", "--mirror", source["git"], tmp)
+                    os.replace(tmp, mirror)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
             try:
                 git("cat-file", "-e", commit + "^{commit}", cwd=mirror)
             except SourceError:
-                raise SourceError(f"commit {commit} not found in {source['git']}") from None
-        os.makedirs(dest, exist_ok=True)
-        archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=mirror, capture_output=True)
+                git("fetch", "--quiet", "origin", cwd=mirror)
+                try:
+                    git("cat-file", "-e", commit + "^{commit}", cwd=mirror)
+                except SourceError:
+                    raise SourceError(f"commit {commit} not found in {source['git']}") from None
+            archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=mirror, capture_output=True)
         if archive.returncode != 0:
-            raise SourceError(f"git archive {commit} failed: {archive.stderr.decode(errors='replace')}")
+            raise SourceError(f"git archive {commit} failed: {archive.stderr.decode(errors='replace').strip()}")
+        os.makedirs(dest, exist_ok=True)
         tar_path = os.path.join(dest, "..", "git-export.tar")
         with open(tar_path, "wb") as f:
             f.write(archive.stdout)
