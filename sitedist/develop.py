@@ -34,9 +34,9 @@ SEARCH_PATHS = {
 }
 
 ACTIVATE = """\
-# sitedist develop environment {name}, over profile {profile} (generation {generation}).
-# Use it from bash:   source {dir_q}/activate      Leave it:   deactivate
-# Then build your code with --prefix={dir_q} (autotools) or -DCMAKE_INSTALL_PREFIX={dir_q} (CMake).
+# sitedist develop environment {name_c}, over profile {profile_c} (generation {generation}).
+# Use it from bash:   source {dir_c}/activate      Leave it:   deactivate
+# Then build your code with --prefix={dir_c} (autotools) or -DCMAKE_INSTALL_PREFIX={dir_c} (CMake).
 
 if [ -n "${{SITEDIST_ENV:-}}" ] && declare -F deactivate >/dev/null; then deactivate; fi
 
@@ -53,7 +53,7 @@ deactivate () {{
         fi
         unset "$set" "$old"
     done
-    unset SITEDIST_ENV _SITEDIST_VARS
+    unset SITEDIST_ENV _SITEDIST_VARS _SITEDIST_PROMPT
     unset -f deactivate _sitedist_prepend
     hash -r
 }}
@@ -73,7 +73,8 @@ unset _v
 export SITEDIST_ENV={dir_q}
 {prepends}
 if [ -z "${{_SITEDIST_SET_MANPATH:-}}" ]; then export MANPATH="$MANPATH:"; fi   # keep the system's manuals
-PS1="({name}) ${{PS1:-}}"
+_SITEDIST_PROMPT={name_q}
+PS1='(${{_SITEDIST_PROMPT}}) '"${{PS1:-}}"   # the name is expanded when the prompt is shown, never run
 hash -r
 """
 
@@ -95,12 +96,21 @@ class DevelopEnv:
         return text
 
 
+def _comment(text):
+    """``text`` for a comment line: control characters (a newline ends the comment) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def activate_script(path, name, profile, generation):
+    """The bash script that activates the environment ``path``. Names and paths reach the shell only
+    quoted (shlex), and comments only on one line, whatever characters a directory name has."""
     prepends = []
     for var, subdirs in SEARCH_PATHS.items():
         for sub in reversed(subdirs):
             prepends.append(f'_sitedist_prepend {var} "$SITEDIST_ENV{"/" + sub if sub else ""}"')
-    return ACTIVATE.format(name=name, profile=profile, generation=generation, dir_q=shlex.quote(path),
+    dir_q = shlex.quote(path)
+    return ACTIVATE.format(name_c=_comment(name), profile_c=_comment(profile), generation=generation,
+                           dir_c=_comment(dir_q), dir_q=dir_q, name_q=shlex.quote(name),
                            vars=" ".join(SEARCH_PATHS), prepends="\n".join(prepends))
 
 

@@ -115,3 +115,28 @@ def test_git_errors_are_plain_text(tmp_path):
     message = str(err.value)
     assert message.startswith(f"git clone --quiet failed for {tmp_path / 'no-such-repo'}: ")
     assert "['" not in message and "does not exist" in message
+
+
+# --- develop: a hostile directory name ------------------------------------------------------------
+
+def test_activate_script_with_shell_syntax_and_a_newline_in_the_directory_name(tmp_path):
+    synthetic(tmp_path / "recipes", "alpha")
+    cfg = config(tmp_path, ["alpha"], tmp_path / "recipes",
+                 extra=f"profiles:\n  p: {{packages: [alpha], root: {tmp_path / 'prof' / 'p'}}}\n")
+    run_cli("sync", cfg)
+    work = tmp_path / "work"
+    work.mkdir()
+    name = "dev$(touch PWN1)`touch PWN2`\ntouch PWN3; #'\"x"
+    env = work / name
+    run_cli("develop", cfg, "p", env)
+    text = (env / "activate").read_text()
+    lines = text.splitlines()
+    assert all(line.startswith("# ") for line in lines[:3]) and lines[3] == "", "the comments stay single lines"
+    assert "touch PWN3" in lines[0]
+    script = 'PS1="$ "; source "$1/activate"; printf "%s|%s|%s\\n" "$SITEDIST_ENV" "${PATH%%:*}" "${PS1@P}"; ' \
+             'deactivate; printf "%s|%s" "${SITEDIST_ENV-unset}" "$PS1"'
+    proc = subprocess.run(["bash", "-c", script, "bash", str(env)], cwd=work, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout == f"{env}|{env}/bin|({name}) $ \nunset|$ "
+    assert sorted(os.listdir(work)) == [name], "nothing in the name was run, on activation or in the prompt"
