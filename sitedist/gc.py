@@ -57,33 +57,45 @@ class GcResult:
 
 # --- the tree registry ---------------------------------------------------------------------------
 
-def _trees_dir(store):
-    return os.path.join(store.gcroots_dir, "trees")
-
-
 def register_tree(store, kind, path):
     """Remember that the tree at ``path`` (a module root, profile root or develop environment) refers
     to artifacts of ``store``, so that every GC of the store counts it."""
     path = os.path.abspath(path)
-    name = f"{kind}-{hashlib.sha256(path.encode()).hexdigest()[:20]}.json"
-    target = os.path.join(_trees_dir(store), name)
+    target = os.path.join(store.trees_dir, f"{kind}-{hashlib.sha256(path.encode()).hexdigest()[:20]}.json")
     if os.path.exists(target):
         return
-    os.makedirs(_trees_dir(store), exist_ok=True)
-    store.write_json_atomic(target, {"kind": kind, "path": path, "registered": time.time()})
+    store.init()   # the registry directory, and in a group store files every admin can read
+    try:
+        store.write_json_atomic(target, {"kind": kind, "path": path, "registered": time.time()})
+    except OSError as exc:
+        raise StoreError(f"cannot register the {kind} tree {path} as a GC root of {store.root}: {exc.strerror} "
+                         f"({_owner_hint(store.trees_dir)})") from None
+
+
+def _owner_hint(directory):
+    """What to do when ``directory`` of the store is not writable: who owns it, which mode it needs."""
+    try:
+        st = os.stat(directory)
+        import pwd
+
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except (OSError, KeyError):
+        return f"{directory} must be writable by every admin of the store"
+    return (f"{directory} belongs to {owner} with mode {stat.S_IMODE(st.st_mode):o}; in a store shared by a "
+            f"group it must be group-writable: as {owner} or root, run chmod g+w {directory}")
 
 
 def registered_trees(store):
     """[(kind, path, registration file)]."""
     out = []
     try:
-        names = sorted(os.listdir(_trees_dir(store)))
+        names = sorted(os.listdir(store.trees_dir))
     except FileNotFoundError:
         return out
     for name in names:
         if not name.endswith(".json"):
             continue
-        reg = os.path.join(_trees_dir(store), name)
+        reg = os.path.join(store.trees_dir, name)
         try:
             with open(reg, encoding="utf-8") as f:
                 info = json.load(f)
@@ -132,7 +144,7 @@ def add_root(store, name, prefixes):
     bad = [p for p in prefixes if not Store.is_complete(p)]
     if bad:
         raise StoreError(f"not complete artifacts: {', '.join(bad)}")
-    store.check_writable()
+    store.init()
     with gc_lock(store):   # a GC running now has read the roots: let it finish first
         register(store, name, prefixes)
 
@@ -212,7 +224,7 @@ def disk_usage(path, seen=None):
 
 def collect(config, dry_run=False, keep=None, older_than_days=None, on_wait=None):
     """Prune generations by the retention rule, mark, and sweep the config's store (never an upstream)."""
-    store = Store(config.store_root, config.upstreams)
+    store = Store(config.store_root, config.upstreams, group=config.store_group, build_dir=config.build_dir)
     result = GcResult(store=store.root, dry_run=dry_run)
     if not os.path.isdir(store.root):
         return result
@@ -220,7 +232,7 @@ def collect(config, dry_run=False, keep=None, older_than_days=None, on_wait=None
     if dry_run:
         _collect(store, config, result, keep, older_than_days)
         return result
-    store.check_writable()
+    store.init()
     with gc_lock(store, on_wait):
         _collect(store, config, result, keep, older_than_days)
     return result
@@ -236,7 +248,7 @@ def _collect(store, config, result, keep, older_than_days):
     from sitedist import profiles
 
     dry = result.dry_run
-    trash_root = os.path.join(store.meta, "trash")   # shared with 'verify --repair', whose entries stay
+    trash_root = store.trash_dir   # shared with 'verify --repair', whose entries stay
     trash = os.path.join(trash_root, f"gc-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     if not dry:
         for kind, path in config_trees(config):
@@ -256,7 +268,7 @@ def _collect(store, config, result, keep, older_than_days):
             if reg is not None:
                 result.stale.append(f"{kind} {path}")
                 if not dry:
-                    os.unlink(reg)
+                    _forget(store, reg)
             continue
         skip = []
         if kind == "profile":
@@ -293,6 +305,16 @@ def _collect(store, config, result, keep, older_than_days):
         result.removed.append((prefix, size, complete))
     if not dry:
         _empty_trash(trash, result)
+
+
+def _forget(store, reg):
+    try:
+        os.unlink(reg)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot remove the stale tree registration {reg}: {exc.strerror} "
+                         f"({_owner_hint(store.trees_dir)})") from None
 
 
 def _empty_trash(trash, result):

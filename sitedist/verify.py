@@ -225,7 +225,7 @@ def _leftover_findings(store, by_id, now):
     for name in _listdir(store.gcroots_dir):
         if name.startswith("inuse-") and name.endswith(".json") and name not in live:
             out.append(Finding("dead-root", os.path.join(store.gcroots_dir, name), "the GC root of a sync that died"))
-    trash = os.path.join(store.meta, "trash")
+    trash = store.trash_dir
     for name in _listdir(trash):   # gc-<pid>-..., repair-<pid>-...: in use while that process runs
         path = os.path.join(trash, name)
         pid = name.split("-")[1] if name.count("-") else ""
@@ -284,9 +284,7 @@ def _locked(store, label, action):
 
 
 def _to_trash(store, prefix):
-    trash = os.path.join(store.meta, "trash")
-    os.makedirs(trash, exist_ok=True)
-    aside = os.path.join(trash, f"repair-{os.getpid()}-{time.monotonic_ns()}-"
+    aside = os.path.join(store.trash_dir, f"repair-{os.getpid()}-{time.monotonic_ns()}-"
                                 f"{os.path.basename(os.path.dirname(prefix))}-{os.path.basename(prefix)}")
     mode = stat.S_IMODE(os.lstat(prefix).st_mode)
     # A directory moves to another parent only if it is writable itself (sealed artifacts are not).
@@ -303,6 +301,7 @@ def repair(ctx, report, jobs=None, make_events=None, on_wait=None):
     from sitedist.sync import finish_sync, refresh_states
 
     store, result = ctx.store, RepairResult()
+    store.init()
     planned = {n.key: n for n in ctx.plan.nodes}
     trashed = {}  # plan key -> (prefix, trash path)
 

@@ -2,17 +2,23 @@
 an artifact; git sources fetched concurrently; a develop environment's activate script with a hostile
 directory name; group-writable GC directories; process liveness under /proc hidepid=2; GC racing a prune."""
 
+import grp
 import os
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
+import uuid
+from pathlib import Path
 
 import pytest
 from conftest import run_cli, tree_digest, write
 from storetools import config, synthetic
 
 from sitedist.core.sources import Fetcher
-from sitedist.core.store import Store
+from sitedist.core.store import Store, remove_tree
 from sitedist.errors import SourceError
 
 
@@ -140,3 +146,95 @@ def test_activate_script_with_shell_syntax_and_a_newline_in_the_directory_name(t
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert proc.stdout == f"{env}|{env}/bin|({name}) $ \nunset|$ "
     assert sorted(os.listdir(work)) == [name], "nothing in the name was run, on activation or in the prompt"
+
+
+# --- a store shared by an admin group: GC directories --------------------------------------------
+
+@pytest.fixture
+def admin_group():
+    name = f"sdrev{uuid.uuid4().hex[:8]}"
+    proc = subprocess.run(["groupadd", name], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot create a group here: {proc.stderr.strip()}")
+    yield name, grp.getgrnam(name).gr_gid
+    subprocess.run(["groupdel", name], check=True)
+
+
+@pytest.fixture
+def public_dir():
+    """A directory every user can reach (access(2) checks each parent with the caller's own rights, and
+    pytest's temporary directories are private to root)."""
+    path = tempfile.mkdtemp(prefix="sitedist-admins-")
+    os.chmod(path, 0o755)
+    yield Path(path)
+    remove_tree(path)
+
+
+def as_admin(uid, gid, cwd, *args):
+    """Run sitedist in ``cwd`` as user ``uid`` in group ``gid`` under umask 077. The process may read and
+    search everything (CAP_DAC_READ_SEARCH, to reach this Python and the test's files) but writes only
+    where its user and group may."""
+    home = cwd / f"home-{uid}"
+    home.mkdir(exist_ok=True)
+    os.chown(home, uid, -1)
+    cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", f"--groups={gid}", "--inh-caps=+dac_read_search",
+           "--ambient-caps=+dac_read_search", sys.executable, "-m", "sitedist.cli.main", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, umask=0o077, env={**os.environ, "HOME": str(home)},
+                          cwd=cwd)
+
+
+def test_admins_of_a_group_store_collect_after_one_another(tmp_path, admin_group, public_dir):
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to act as two admins")
+    group, gid = admin_group
+    admin_a, admin_b = 1000, 65534
+    site = public_dir / "site"
+    site.mkdir()
+    os.chown(site, -1, gid)
+    os.chmod(site, 0o2775)
+    recipes = tmp_path / "recipes"
+    for name in ("alpha", "beta", "junk1", "junk2"):
+        synthetic(recipes, name)
+
+    def cfg(name, package, profile=True):
+        extra = f"profiles:\n  {name}: {{packages: [{package}], root: {site / 'profiles' / name}}}\n" if profile else ""
+        write(public_dir / f"{name}.yml", f"store: {{root: {site / 'store'}, group: {group}}}\n"
+              f"recipes: [{recipes}]\npackages: {{{package}: {{}}}}\n{extra}")
+        return public_dir / f"{name}.yml"
+
+    def ok(proc):
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+        return proc.stdout
+
+    # Admin A publishes a profile and collects a package nothing uses; then admin B does the same.
+    ok(as_admin(admin_a, gid, public_dir, "sync", cfg("a", "alpha")))
+    ok(as_admin(admin_a, gid, public_dir, "sync", cfg("junk1", "junk1", profile=False)))
+    assert "junk1/1.0-" in ok(as_admin(admin_a, gid, public_dir, "gc", public_dir / "a.yml"))
+    ok(as_admin(admin_b, gid, public_dir, "sync", cfg("b", "beta")))
+    ok(as_admin(admin_b, gid, public_dir, "sync", cfg("junk2", "junk2", profile=False)))
+    assert "junk2/1.0-" in ok(as_admin(admin_b, gid, public_dir, "gc", public_dir / "b.yml"))
+    ok(as_admin(admin_b, gid, public_dir, "develop", public_dir / "b.yml", "b", site / "env-b"))
+    trees = site / "store" / ".sitedist" / "gcroots" / "trees"
+    assert len(os.listdir(trees)) == 3   # profiles a and b, develop environment env-b
+    for d in (trees, site / "store" / ".sitedist" / "trash"):
+        st = os.stat(d)
+        assert st.st_gid == gid and stat.S_IMODE(st.st_mode) & 0o2070 == 0o2070, (str(d), oct(st.st_mode))
+    assert sorted(a[0] for a in Store(str(site / "store")).artifacts()) == ["alpha", "beta"]
+
+
+def test_an_unwritable_registry_is_a_clear_error(tmp_path):
+    synthetic(tmp_path / "recipes", "alpha")
+    cfg = config(tmp_path, ["alpha"], tmp_path / "recipes",
+                 extra=f"profiles:\n  p: {{packages: [alpha], root: {tmp_path / 'prof' / 'p'}}}\n")
+    run_cli("sync", cfg)
+    trees = tmp_path / "store" / ".sitedist" / "gcroots" / "trees"
+    for name in os.listdir(trees):
+        os.unlink(trees / name)
+    os.chmod(trees, 0o555)
+    try:
+        proc = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all",
+                               sys.executable, "-m", "sitedist.cli.main", "sync", cfg], capture_output=True, text=True)
+    finally:
+        os.chmod(trees, 0o755)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "cannot register the profile tree" in proc.stderr and "chmod g+w" in proc.stderr, proc.stderr

@@ -12,6 +12,8 @@ Layout (see admin_docs/store.md)::
     <root>/.sitedist/build/<name>-<version>-<id>/   build directories (kept when a build fails)
     <root>/.sitedist/locks/                lock files
     <root>/.sitedist/gcroots/              registered GC roots
+    <root>/.sitedist/gcroots/trees/        module trees, profiles and develop environments using the store
+    <root>/.sitedist/trash/                what gc and verify --repair are removing
     <root>/.sitedist/reports/              sync reports
 
 An artifact directory without ``.sitedist/complete`` is never used: it is a build that was interrupted,
@@ -73,6 +75,8 @@ class Store:
         self.build_root = build_dir or os.path.join(self.meta, "build")
         self.lock_dir = os.path.join(self.meta, "locks")
         self.gcroots_dir = os.path.join(self.meta, "gcroots")
+        self.trees_dir = os.path.join(self.gcroots_dir, "trees")
+        self.trash_dir = os.path.join(self.meta, "trash")
         self.reports_dir = os.path.join(self.meta, "reports")
         self.tmp_dir = os.path.join(self.meta, "tmp")
 
@@ -158,6 +162,8 @@ class Store:
                 f"'upstreams:'; see admin_docs/user-stacks.md")
 
     def init(self):
+        """Create the store (or check its format) and its shared directories, with the store group's
+        permissions; call before writing anything into the store."""
         self.check_writable()
         if self._gid() is not None:
             # Everything this process writes into a group store (lock files and their holder info,
@@ -165,7 +171,7 @@ class Store:
             # the group, whatever this admin's umask.
             os.umask(os.umask(0) & ~0o070)
         for d in (self.root, self.meta, self.src_dir, self.build_root, self.lock_dir, self.gcroots_dir,
-                  self.reports_dir, self.tmp_dir):
+                  self.trees_dir, self.reports_dir, self.tmp_dir, self.trash_dir):
             self._mkdir(d, shared=True)
         info = os.path.join(self.meta, "store.json")
         if not os.path.exists(info):
