@@ -35,11 +35,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-import psutil
-
 from sitedist.core.gcroots import live_roots
 from sitedist.core.hashing import file_sha256
 from sitedist.core.locks import StoreLock, describe_holder, is_stale, read_holder
+from sitedist.core.processes import pid_alive
 from sitedist.core.store import MARKER, META, iter_files, remove_tree
 from sitedist.errors import LockError
 
@@ -229,7 +228,7 @@ def _leftover_findings(store, by_id, now):
     for name in _listdir(trash):   # gc-<pid>-..., repair-<pid>-...: in use while that process runs
         path = os.path.join(trash, name)
         pid = name.split("-")[1] if name.count("-") else ""
-        if not (pid.isdigit() and psutil.pid_exists(int(pid))) or now - os.lstat(path).st_mtime > LEFTOVER_AGE:
+        if not (pid.isdigit() and pid_alive(int(pid))) or now - os.lstat(path).st_mtime > LEFTOVER_AGE:
             out.append(Finding("trash", path, "left in the trash by a killed gc or repair"))
     return out
 

@@ -13,6 +13,8 @@ import time
 
 import psutil
 
+from sitedist.core.processes import pid_alive
+
 
 def _root_dir(store):
     return store.gcroots_dir
@@ -25,11 +27,7 @@ def _alive(info):
     if info.get("host") != socket.gethostname():
         # Another host's sync: trust it for a day, then treat it as dead (its host crashed).
         return time.time() - info.get("started", 0) < 86400
-    try:
-        proc = psutil.Process(pid)
-        return abs(proc.create_time() - info.get("created", proc.create_time())) < 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
+    return pid_alive(pid, info.get("created"))
 
 
 class InUse:

@@ -7,6 +7,8 @@ sees the old generation or the new one.
 
 import os
 
+from sitedist.core.processes import pid_alive
+
 
 def point(link, target):
     """Make ``link`` a symlink to ``target`` in one rename; OSError if ``link`` is not a symlink."""
@@ -27,12 +29,10 @@ def point(link, target):
 
 def _remove_stale_tmp(link):
     """Remove the temporary links of switches killed half-way (``<link>.tmp-<pid>`` of a dead pid)."""
-    import psutil
-
     directory, base = os.path.split(os.path.abspath(link))
     for name in os.listdir(directory):
         pid = name[len(base) + 5:] if name.startswith(base + ".tmp-") else ""
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             try:
                 os.unlink(os.path.join(directory, name))
             except OSError:

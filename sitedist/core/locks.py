@@ -22,8 +22,8 @@ right now: it counts as held, and as stale only once it is older than a grace pe
 ``info["token"]`` is unique per lock object, so two threads of one process (same pid) are told apart.
 
 Staleness (:func:`is_stale`). A holder on this machine (same host name, boot and pid namespace) is
-stale when its pid is gone, a zombie, or a different process (start time differs: pid reuse); psutil
-says so at once. A holder elsewhere cannot be probed: it touches ``P.info`` every ``heartbeat``
+stale when its pid is gone, a zombie, or a different process (start time differs: pid reuse):
+:func:`sitedist.core.processes.pid_alive` says so at once (also where /proc hides other users' processes). A holder elsewhere cannot be probed: it touches ``P.info`` every ``heartbeat``
 seconds from a daemon thread, and is stale once that heartbeat is older than ``stale_after``. On NFS
 the touch is stamped with the server's clock and compared with ours, so clocks must agree to well
 within ``stale_after`` (NTP). A waiter also insists on seeing the heartbeat stand still for two of the
@@ -60,6 +60,7 @@ from typing import Callable, Optional
 import psutil
 from filelock import SoftFileLock, Timeout
 
+from sitedist.core.processes import pid_alive
 from sitedist.errors import LockError, StoreError
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,6 @@ log = logging.getLogger(__name__)
 TAKING_GRACE = 30.0  # a lock file without holder info is being taken, not stale, for this long
 GUARD_STALE = 60.0  # a takeover guard older than this was left by a killed waiter
 WAIT_REPORT_EVERY = 30.0  # seconds between on_wait calls while the holder stays the same
-START_TOLERANCE = 1.0  # psutil start times of one process may differ by up to a second between readers
 MODE = 0o644  # lock files and holder info are readable by every admin and waiter, whatever the umask
 INFO_FIELDS = {"pid": int, "host": str, "machine": str, "start": (int, float), "user": str, "what": str,
                "since": str, "beat": (int, float), "token": str, "lock": str}
@@ -159,14 +159,7 @@ def is_stale(info: dict, stale_after: float, now=None) -> bool:
         return now - info["heartbeat"] > min(stale_after, TAKING_GRACE)
     if not _is_local(info):
         return now - info["heartbeat"] > stale_after
-    try:
-        proc = psutil.Process(info["pid"])
-        reused = abs(proc.create_time() - info["start"]) > START_TOLERANCE
-        return reused or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.AccessDenied:
-        return False
+    return not pid_alive(info["pid"], info["start"])
 
 
 def describe_holder(info: dict) -> str:

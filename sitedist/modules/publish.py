@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sitedist.core.generations import fsync_dir, generation_of, numbers, point
+from sitedist.core.processes import pid_alive
 from sitedist.errors import ModulesError
 from sitedist.modules.plan import plan_tree
 from sitedist.modules.render import FORMATS, Renderer, module_context
@@ -266,21 +267,11 @@ def _write_json(path, data):
     os.replace(tmp, path)
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_leftovers(gens):
     """Remove what crashed publishes left: staging directories of dead processes, and trash."""
     for name in os.listdir(gens):
         if name.startswith(".trash-") or (name.startswith(".staging-")
-                                          and not _pid_alive(int(name.rsplit("-", 1)[1]))):
+                                          and not pid_alive(int(name.rsplit("-", 1)[1]))):
             shutil.rmtree(os.path.join(gens, name), ignore_errors=True)
 
 
