@@ -23,8 +23,9 @@ right now: it counts as held, and as stale only once it is older than a grace pe
 
 Staleness (:func:`is_stale`). A holder on this machine (same host name, boot and pid namespace) is
 stale when its pid is gone, a zombie, or a different process (start time differs: pid reuse):
-:func:`sitedist.core.processes.pid_alive` says so at once (also where /proc hides other users' processes). A holder elsewhere cannot be probed: it touches ``P.info`` every ``heartbeat``
-seconds from a daemon thread, and is stale once that heartbeat is older than ``stale_after``. On NFS
+:func:`sitedist.core.processes.pid_alive` says so at once, also where /proc hides other users'
+processes. A holder elsewhere cannot be probed: it touches ``P.info`` every ``heartbeat`` seconds
+from a daemon thread, and is stale once that heartbeat is older than ``stale_after``. On NFS
 the touch is stamped with the server's clock and compared with ours, so clocks must agree to well
 within ``stale_after`` (NTP). A waiter also insists on seeing the heartbeat stand still for two of the
 holder's beats (``info["beat"]``) before it takes over: after an NFS outage or a suspended VM every
