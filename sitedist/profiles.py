@@ -399,9 +399,10 @@ def live_prefixes(root, skip=()):
     for name in names:
         if name.startswith(".trash-") or (name.isdigit() and int(name) in skip):
             continue
-        record = read_record(os.path.join(gens, name)) if os.path.isdir(os.path.join(gens, name)) else None
+        path = os.path.join(gens, name)
+        record = read_record(path) if os.path.isdir(path) else None
         if record is None:
-            if name.isdigit():
+            if name.isdigit() and os.path.isdir(path):   # not one pruned since the listing
                 raise ProfileError(f"profile generation {os.path.join(gens, name)} has no {RECORD}, so what it "
                                    "references is unknown; remove that generation or publish again")
             continue

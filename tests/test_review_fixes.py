@@ -3,6 +3,7 @@ an artifact; git sources fetched concurrently; a develop environment's activate 
 directory name; group-writable GC directories; process liveness under /proc hidepid=2; GC racing a prune."""
 
 import grp
+import importlib
 import json
 import os
 import shutil
@@ -80,8 +81,8 @@ def _git_repo(path, *contents):
     return commits
 
 
-_FETCH = ("import sys; from sitedist.core.sources import Fetcher; "
-          "Fetcher(sys.argv[1], lock_dir=sys.argv[2]).fetch_git({'git': sys.argv[3], 'commit': sys.argv[4]}, sys.argv[5])")
+_FETCH = ("import sys; from sitedist.core.sources import Fetcher; Fetcher(sys.argv[1], lock_dir=sys.argv[2])"
+          ".fetch_git({'git': sys.argv[3], 'commit': sys.argv[4]}, sys.argv[5])")
 
 
 def test_concurrent_fetches_of_one_git_source(tmp_path):
@@ -309,3 +310,43 @@ def test_another_users_process_hidden_by_proc_hidepid_counts_as_alive(tmp_path):
     assert found == {"visible": False, "alive": [True, True, False], "lock stale": False,
                      "roots": ["inuse-other.json"], "switch tmp kept": True, "staging kept": True,
                      "trash findings": []}
+
+
+# --- GC reading generations that are pruned meanwhile ---------------------------------------------
+
+def _prune_right_after_listing(monkeypatch, gens, prune):
+    """The next listing of ``gens`` is followed at once by ``prune()`` (another process pruning)."""
+    real = os.listdir
+
+    def listdir(path="."):
+        names = real(path)
+        if os.path.abspath(path) == str(gens):
+            monkeypatch.setattr(os, "listdir", real)
+            prune()
+        return names
+    monkeypatch.setattr(os, "listdir", listdir)
+
+
+def test_live_prefixes_skip_a_module_generation_pruned_meanwhile(tmp_path, monkeypatch):
+    modules = importlib.import_module("sitedist.modules.publish")
+    root = tmp_path / "modules"
+    for header in ("one", "two"):
+        last = modules.publish([], {"root": str(root), "formats": ["lua"], "header": header})
+    gens = root / "generations"
+    _prune_right_after_listing(monkeypatch, gens, lambda: modules._prune(str(gens), last.generation, 1))
+    assert modules.live_prefixes(str(root)) == set()
+    assert sorted(os.listdir(gens)) == ["2"]
+
+
+def test_live_prefixes_skip_a_profile_generation_pruned_meanwhile(tmp_path, monkeypatch):
+    from sitedist import profiles
+
+    root = str(tmp_path / "profiles" / "p")
+    for prefix in ("/store/a/1-old", "/store/a/1-new"):
+        member = profiles.Member(name="a", label="a 1", prefix=prefix)
+        profiles.write_profile(profiles.ProfilePlan(name="p", root=root, members=[member], links={}, dirs=[],
+                                                    shadowed=[], inputs=prefix), keep=5)
+    _prune_right_after_listing(monkeypatch, profiles.generations_dir(root), lambda: profiles.prune(root, keep=1))
+    assert profiles.live_prefixes(root) == {"/store/a/1-new"}
+    assert [g.number for g in profiles.list_generations(root)] == [2]
+

@@ -340,10 +340,10 @@ def live_prefixes(root):
             continue
         manifest = _read_json(os.path.join(gens, name, MANIFEST))
         if manifest is None:
-            if name.isdigit():
+            if name.isdigit() and os.path.isdir(os.path.join(gens, name)):
                 raise ModulesError(f"module tree generation {name} in {gens} has no manifest, so what it "
                                    "references is unknown; remove that generation or publish again")
-            continue   # a staging directory before its manifest: it references nothing yet
+            continue   # pruned since the listing, or a staging directory before its manifest
         live.update(manifest["prefixes"])
     return live
 
