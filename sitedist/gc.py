@@ -28,7 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from sitedist.core.gcroots import live_roots, register
+from sitedist.core.gcroots import gc_lock, live_roots, register
 from sitedist.core.locks import StoreLock, is_stale, read_holder
 from sitedist.core.store import Store, remove_tree
 from sitedist.develop import RECORD as DEVELOP_RECORD
@@ -236,12 +236,6 @@ def collect(config, dry_run=False, keep=None, older_than_days=None, on_wait=None
     with gc_lock(store, on_wait):
         _collect(store, config, result, keep, older_than_days)
     return result
-
-
-def gc_lock(store, on_wait=None, what="gc"):
-    """The store's GC lock: held by a GC from reading the roots to the end of its sweep."""
-    os.makedirs(store.lock_dir, exist_ok=True)
-    return StoreLock(os.path.join(store.lock_dir, "gc.lock"), what=what, on_wait=on_wait)
 
 
 def _collect(store, config, result, keep, older_than_days):

@@ -350,3 +350,13 @@ def test_live_prefixes_skip_a_profile_generation_pruned_meanwhile(tmp_path, monk
     assert profiles.live_prefixes(root) == {"/store/a/1-new"}
     assert [g.number for g in profiles.list_generations(root)] == [2]
 
+
+def test_registering_a_sync_root_does_not_import_the_collector(tmp_path):
+    code = ("import sys; from sitedist.core.store import Store; from sitedist.core.gcroots import InUse\n"
+            "store = Store(sys.argv[1]); store.init()\n"
+            "with InUse(store, ['/x']): pass\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('sitedist'))))")
+    loaded = subprocess.run([sys.executable, "-c", code, str(tmp_path / "store")], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert "sitedist.core.gcroots" in loaded
+    assert not {"sitedist.gc", "sitedist.profiles", "sitedist.develop"} & set(loaded), loaded

@@ -13,6 +13,7 @@ import time
 
 import psutil
 
+from sitedist.core.locks import StoreLock
 from sitedist.core.processes import pid_alive
 
 
@@ -30,6 +31,13 @@ def _alive(info):
     return pid_alive(pid, info.get("created"))
 
 
+def gc_lock(store, on_wait=None, what="gc"):
+    """The store's GC lock: held by a GC from reading the roots to the end of its sweep, and by a sync
+    while it registers its root."""
+    os.makedirs(store.lock_dir, exist_ok=True)
+    return StoreLock(os.path.join(store.lock_dir, "gc.lock"), what=what, on_wait=on_wait)
+
+
 class InUse:
     """Context manager: while it is open, ``prefixes`` are GC roots."""
 
@@ -40,8 +48,6 @@ class InUse:
                      "started": time.time(), "created": psutil.Process().create_time(), "what": what}
 
     def __enter__(self):
-        from sitedist.gc import gc_lock
-
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         # Under the GC lock: a GC either reads this root, or has finished its sweep before the sync
         # looks at the store again.
