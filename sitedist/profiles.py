@@ -26,7 +26,8 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
-from sitedist.core.generations import generation_of, numbers, point
+from sitedist.core.generations import (generation_of, numbers, point, previous, records, referenced_prefixes,
+                                       remove_generations, remove_leftovers)
 from sitedist.core.locks import StoreLock
 from sitedist.errors import ConfigError, ProfileError
 
@@ -263,20 +264,13 @@ def _switch(root, number):
     _point(root, os.path.relpath(os.path.join(generations_dir(root), str(number)), os.path.dirname(root)))
 
 
-def _remove_leftovers(gens):
-    """Under the lock: staging and trash directories are what killed publishers and prunes left."""
-    for name in os.listdir(gens):
-        if name.startswith((".trash-", ".staging-")):
-            shutil.rmtree(os.path.join(gens, name), ignore_errors=True)
-
-
 def write_profile(plan, keep, config_path=None):
     """Write ``plan`` as a new generation and switch the root to it (or nothing, if the current
     generation has the same inputs); prune to the newest ``keep`` (and the current)."""
     root, gens = plan.root, generations_dir(plan.root)
     os.makedirs(os.path.dirname(root), exist_ok=True)
     with _lock(root, f"publishing profile {plan.name}"):
-        _remove_leftovers(gens)
+        remove_leftovers(gens, all_staging=True)   # under the lock: no publisher is writing
         current = current_generation(root)
         record = read_record(os.path.join(gens, str(current))) if current else None
         if record and record.get("inputs") == plan.inputs:
@@ -323,14 +317,10 @@ def publish_profiles(ctx):
 
 def list_generations(root):
     """The kept generations of the profile at ``root``, oldest first."""
-    gens, current = generations_dir(root), current_generation(root)
-    out = []
-    for n in numbers(gens):
-        record = read_record(os.path.join(gens, str(n))) or {}
-        out.append(ProfileGeneration(number=n, path=os.path.join(gens, str(n)), created=record.get("created", 0.0),
-                                     current=n == current, packages=record.get("packages", []),
-                                     prefixes=record.get("prefixes", [])))
-    return out
+    current = current_generation(root)
+    return [ProfileGeneration(number=n, path=path, created=record.get("created", 0.0), current=n == current,
+                              packages=record.get("packages", []), prefixes=record.get("prefixes", []))
+            for n, path, record in records(generations_dir(root), read_record)]
 
 
 def switch_generation(root, number):
@@ -348,11 +338,11 @@ def rollback(root):
     current = current_generation(root)
     if current is None:
         raise ProfileError(f"no profile is published at {root}; nothing to roll back")
-    earlier = [n for n in numbers(generations_dir(root)) if n < current]
-    if not earlier:
+    number = previous(generations_dir(root), current)
+    if number is None:
         raise ProfileError(f"generation {current} is the oldest kept of profile {root}; nothing to roll back to "
                            "(the profile's 'keep' sets how many generations are kept)")
-    return switch_generation(root, earlier[-1])
+    return switch_generation(root, number)
 
 
 def select_pruned(root, keep=None, older_than=None, now=None):
@@ -368,15 +358,9 @@ def select_pruned(root, keep=None, older_than=None, now=None):
             and (cutoff is None or g.created < cutoff)]
 
 
-def _prune(gens, current, numbers):
-    removed = []
-    for n in numbers:
-        if n == current:
-            continue
-        trash = os.path.join(gens, f".trash-{n}-{os.getpid()}")
-        os.rename(os.path.join(gens, str(n)), trash)
-        shutil.rmtree(trash, ignore_errors=True)
-        removed.append(n)
+def _prune(gens, current, selected):
+    removed = [n for n in selected if n != current]
+    remove_generations(gens, removed)
     return removed
 
 
@@ -391,20 +375,8 @@ def prune(root, keep=None, older_than=None):
 def live_prefixes(root, skip=()):
     """Artifact prefixes referenced by the kept generations (and one being written), except ``skip``."""
     gens = generations_dir(root)
-    live = set()
-    try:
-        names = os.listdir(gens)
-    except FileNotFoundError:
-        return live
-    for name in names:
-        if name.startswith(".trash-") or (name.isdigit() and int(name) in skip):
-            continue
-        path = os.path.join(gens, name)
-        record = read_record(path) if os.path.isdir(path) else None
-        if record is None:
-            if name.isdigit() and os.path.isdir(path):   # not one pruned since the listing
-                raise ProfileError(f"profile generation {os.path.join(gens, name)} has no {RECORD}, so what it "
-                                   "references is unknown; remove that generation or publish again")
-            continue
-        live.update(record["prefixes"])
+    live, unknown = referenced_prefixes(gens, read_record, skip)
+    if unknown:
+        raise ProfileError(f"profile generation {os.path.join(gens, unknown[0])} has no {RECORD}, so what it "
+                           "references is unknown; remove that generation or publish again")
     return live

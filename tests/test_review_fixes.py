@@ -250,10 +250,9 @@ HIDDEN_CHECKS = r"""
 import json, os, socket, sys, time
 from sitedist.core import locks
 from sitedist.core.gcroots import live_roots
-from sitedist.core.generations import point
+from sitedist.core.generations import point, remove_leftovers
 from sitedist.core.processes import pid_alive
 from sitedist.core.store import Store
-from sitedist.modules.publish import _remove_leftovers
 from sitedist.verify import _leftover_findings
 
 pid, start, dead, work = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -267,7 +266,7 @@ print(json.dumps({
     "lock stale": locks.is_stale(info, 600),
     "roots": sorted(live_roots(store)),
     "switch tmp kept": os.path.lexists(os.path.join(work, f"current.tmp-{pid}")),
-    "staging kept": (_remove_leftovers(os.path.join(work, "generations")),
+    "staging kept": (remove_leftovers(os.path.join(work, "generations")),
                      os.path.isdir(os.path.join(work, "generations", f".staging-2-{pid}")))[1],
     "trash findings": [f.path for f in _leftover_findings(store, {}, time.time()) if f.kind == "trash"],
 }))

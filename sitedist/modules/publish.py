@@ -28,8 +28,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sitedist.core.generations import fsync_dir, generation_of, numbers, point
-from sitedist.core.processes import pid_alive
+from sitedist.core.generations import (fsync_dir, generation_of, numbers, point, previous, records,
+                                       referenced_prefixes, remove_generations, remove_leftovers)
 from sitedist.errors import ModulesError
 from sitedist.modules.plan import plan_tree
 from sitedist.modules.render import FORMATS, Renderer, module_context
@@ -106,7 +106,7 @@ def publish(entries, config, lock=nullcontext()):
         if not os.path.isdir(gens):
             os.makedirs(gens)
             os.chmod(gens, 0o755)   # users must read the tree whatever the publisher's umask
-        _remove_leftovers(gens)
+        remove_leftovers(gens)
         current = _current(root)
         old = _read_json(os.path.join(gens, str(current), MANIFEST)) if current else None
         if old and old.get("inputs") == digest:
@@ -267,22 +267,11 @@ def _write_json(path, data):
     os.replace(tmp, path)
 
 
-def _remove_leftovers(gens):
-    """Remove what crashed publishes left: staging directories of dead processes, and trash."""
-    for name in os.listdir(gens):
-        if name.startswith(".trash-") or (name.startswith(".staging-")
-                                          and not pid_alive(int(name.rsplit("-", 1)[1]))):
-            shutil.rmtree(os.path.join(gens, name), ignore_errors=True)
-
-
 def _prune(gens, current, keep):
     present = numbers(gens)
     kept = set(sorted(present, reverse=True)[:keep]) | {current}
     pruned = [n for n in present if n not in kept]
-    for n in pruned:
-        trash = os.path.join(gens, f".trash-{n}-{os.getpid()}")
-        os.rename(os.path.join(gens, str(n)), trash)
-        shutil.rmtree(trash, ignore_errors=True)
+    remove_generations(gens, pruned)
     return pruned
 
 
@@ -308,43 +297,32 @@ def rollback(root, lock=nullcontext()):
     current = _current(root)
     if current is None:
         raise ModulesError(f"no module tree is published in {root}; nothing to roll back")
-    earlier = [n for n in numbers(os.path.join(root, GENERATIONS)) if n < current]
-    if not earlier:
+    number = previous(os.path.join(root, GENERATIONS), current)
+    if number is None:
         raise ModulesError(f"module tree generation {current} is the oldest kept in {root}; nothing to roll "
                            "back to (modules.keep sets how many generations are kept)")
-    return switch_generation(root, earlier[-1], lock)
+    return switch_generation(root, number, lock)
 
 
 def list_generations(root):
     """The kept generations, oldest first."""
-    gens = os.path.join(os.path.abspath(root), GENERATIONS)
     current = _current(os.path.abspath(root))
-    out = []
-    for n in numbers(gens):
-        m = _read_json(os.path.join(gens, str(n), MANIFEST)) or {}
-        out.append(Generation(number=n, path=os.path.join(gens, str(n)), created=m.get("created", 0.0),
-                              current=n == current, modules=m.get("modules", 0), inputs=m.get("inputs", "")))
-    return out
+    return [Generation(number=n, path=path, created=m.get("created", 0.0), current=n == current,
+                       modules=m.get("modules", 0), inputs=m.get("inputs", ""))
+            for n, path, m in records(os.path.join(os.path.abspath(root), GENERATIONS), _read_manifest)]
+
+
+def _read_manifest(gen_dir):
+    return _read_json(os.path.join(gen_dir, MANIFEST))
 
 
 def live_prefixes(root):
     """The artifact prefixes that kept generations (and one being published) reference: GC roots."""
     gens = os.path.join(os.path.abspath(root), GENERATIONS)
-    live = set()
-    try:
-        names = os.listdir(gens)
-    except FileNotFoundError:
-        return live
-    for name in names:
-        if name.startswith(".trash-"):
-            continue
-        manifest = _read_json(os.path.join(gens, name, MANIFEST))
-        if manifest is None:
-            if name.isdigit() and os.path.isdir(os.path.join(gens, name)):
-                raise ModulesError(f"module tree generation {name} in {gens} has no manifest, so what it "
-                                   "references is unknown; remove that generation or publish again")
-            continue   # pruned since the listing, or a staging directory before its manifest
-        live.update(manifest["prefixes"])
+    live, unknown = referenced_prefixes(gens, _read_manifest)
+    if unknown:
+        raise ModulesError(f"module tree generation {unknown[0]} in {gens} has no manifest, so what it "
+                           "references is unknown; remove that generation or publish again")
     return live
 
 
