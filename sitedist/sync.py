@@ -160,7 +160,7 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None):
     from sitedist.host.target import target_flags
 
     store = ctx.store
-    fetcher = Fetcher(store.src_dir, ctx.config.mirrors)
+    fetcher = Fetcher(store.src_dir, ctx.config.mirrors, lock_dir=store.lock_dir)
     flags = {}
     for node in ctx.plan.nodes:
         if node.kind == "package":

@@ -27,4 +27,4 @@ def develop(config, profile_name, directory, target):
                                f"({', '.join(i[1] for i in instances)}); say which with --target")
         instances = chosen
     root = instances[0][2]
-    click.echo(str(make_env(Store(cfg.store_root, cfg.upstreams), profile_name, root, directory)))
+    click.echo(str(make_env(Store(cfg.store_root, cfg.upstreams, group=cfg.store_group, build_dir=cfg.build_dir), profile_name, root, directory)))

@@ -26,7 +26,7 @@ def gc(config, dry_run, keep, older_than, verbose, add_root, remove_root, prefix
         raise click.UsageError("PREFIX arguments go with --add-root NAME")
     if add_root or remove_root:
         cfg = load_config(config)
-        store = Store(cfg.store_root, cfg.upstreams)
+        store = Store(cfg.store_root, cfg.upstreams, group=cfg.store_group, build_dir=cfg.build_dir)
         if add_root:
             collector.add_root(store, add_root, prefixes)
             click.echo(f"root {add_root}: {len(prefixes)} artifacts kept in {store.root}")
