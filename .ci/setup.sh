@@ -3,7 +3,7 @@
 # itself. Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(build-essential gfortran cmake patch git xz-utils bzip2 file lmod tcl8.6
+packages=(build-essential gfortran cmake patch git xz-utils bzip2 file pkg-config man-db lmod tcl8.6
           openmpi-bin libopenmpi-dev mpich libmpich-dev)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
