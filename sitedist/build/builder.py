@@ -135,9 +135,10 @@ def fix_rpaths(prefix, dep_lib_dirs, build_dir, log):
             if keep != entries:
                 mode = os.stat(path).st_mode
                 os.chmod(path, mode | 0o200)
-                proc = subprocess.run([patchelf, "--set-rpath", ":".join(keep), path], capture_output=True, text=True)
+                change = ["--set-rpath", ":".join(keep)] if keep else ["--remove-rpath"]
+                proc = subprocess.run([patchelf, *change, path], capture_output=True, text=True)
                 os.chmod(path, mode)
-                log.write(f"sitedist: RUNPATH of {os.path.relpath(path, prefix)}: {':'.join(keep)}\n")
+                log.write(f"sitedist: RUNPATH of {os.path.relpath(path, prefix)}: {':'.join(keep) or '(removed)'}\n")
                 if proc.returncode != 0:
                     raise BuildError(f"patchelf failed on {path}: {proc.stderr.strip()}")
 

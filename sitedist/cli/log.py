@@ -5,7 +5,7 @@ import os
 
 import click
 
-from sitedist.cli.options import config_and_name, split_config_and_name
+from sitedist.cli.options import config_and_name, load_named
 from sitedist.errors import ConfigError
 
 
@@ -14,13 +14,7 @@ from sitedist.errors import ConfigError
 @click.option("--path", "path_only", is_flag=True, help="Print where the log is instead of the log.")
 def log(args, path_only):
     """Print the build log of NAME: from its artifact when complete, else from a failed build's directory."""
-    from sitedist import sync as flow
-
-    config, name = split_config_and_name(args)
-    ctx = flow.load(config)
-    nodes = [n for n in ctx.plan.find(name) if n.kind == "package"]
-    if not nodes:
-        raise ConfigError(f"'{name}' is not a package in the plan of {config}")
+    ctx, nodes = load_named(args, kinds=("package",))
     for n in nodes:
         prefix = ctx.prefixes[n.key]
         done = os.path.join(prefix, ".sitedist", "build.log.gz")

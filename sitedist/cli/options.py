@@ -22,3 +22,16 @@ def split_config_and_name(args):
         raise ConfigError(f"no site config given and {config} not found",
                           hint="name it first (sitedist show site.yml NAME) or set SITEDIST_CONFIG")
     return config, args[0]
+
+
+def load_named(args, kinds=("package", "compiler", "mpi")):
+    """(context, nodes named NAME) for ``[CONFIG] NAME``; a ConfigError listing the known names if none."""
+    from sitedist import sync as flow
+
+    config, name = split_config_and_name(args)
+    ctx = flow.load(config)
+    nodes = [n for n in ctx.plan.find(name) if n.kind in kinds]
+    if not nodes:
+        known = sorted({n.name for n in ctx.plan.nodes if n.kind in kinds})
+        raise ConfigError(f"'{name}' is not in the plan of {config}", hint="known: " + ", ".join(known))
+    return ctx, nodes

@@ -4,8 +4,7 @@ import json
 
 import click
 
-from sitedist.cli.options import config_and_name, split_config_and_name
-from sitedist.errors import ConfigError
+from sitedist.cli.options import config_and_name, load_named
 
 
 @click.command()
@@ -13,14 +12,7 @@ from sitedist.errors import ConfigError
 @click.option("--json", "as_json", is_flag=True, help="Print the hashed document and facts as JSON.")
 def show(args, as_json):
     """Show every build of NAME in CONFIG's plan."""
-    from sitedist import sync as flow
-
-    config, name = split_config_and_name(args)
-    ctx = flow.load(config)
-    nodes = ctx.plan.find(name)
-    if not nodes:
-        raise ConfigError(f"'{name}' is not in the plan of {config}",
-                          hint="known: " + ", ".join(sorted({n.name for n in ctx.plan.nodes})))
+    ctx, nodes = load_named(args)
     out = []
     for n in nodes:
         out.append({
