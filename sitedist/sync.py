@@ -160,7 +160,8 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None):
     from sitedist.host.target import target_flags
 
     store = ctx.store
-    fetcher = Fetcher(store.src_dir, ctx.config.mirrors, lock_dir=store.lock_dir)
+    fetcher = Fetcher(store.src_dir, ctx.config.mirrors, lock_dir=store.lock_dir,
+                      upstream_caches=[u.src_dir for u in store.upstreams])
     flags = {}
     for node in ctx.plan.nodes:
         if node.kind == "package":

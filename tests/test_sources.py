@@ -156,3 +156,13 @@ def test_directory_source_hashed_by_content(tmp_path):
     (src / "main.c").write_text("int main(){return 1;}\n")
     assert source_identity({"path": str(src)}) != first
     assert tree_sha256(str(src)) == source_identity({"path": str(src)})["tree_sha256"]
+
+
+def test_upstream_source_cache_is_used_read_only(tmp_path):
+    site = Fetcher(str(tmp_path / "site-cache"), mirrors=[SOURCES])
+    expected = next(line.split()[0] for line in open(os.path.join(SOURCES, "SHA256SUMS")) if "lz4" in line)
+    source = {"url": "https://example.invalid/lz4-1.9.4.tar.gz", "sha256": expected}
+    site_copy = site.fetch(source)
+    user = Fetcher(str(tmp_path / "user-cache"), mirrors=[], upstream_caches=[str(tmp_path / "site-cache")])
+    assert user.fetch(source) == site_copy, "a user without the mirror finds the site's cached copy"
+    assert not (tmp_path / "user-cache").exists()

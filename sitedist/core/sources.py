@@ -55,16 +55,21 @@ class Fetcher:
     """Fetches sources into ``cache_dir``. ``lock_dir`` holds the locks of git mirrors (default: the
     cache directory); a store passes its lock directory."""
 
-    def __init__(self, cache_dir, mirrors=(), timeout=60, lock_dir=None):
+    def __init__(self, cache_dir, mirrors=(), timeout=60, lock_dir=None, upstream_caches=()):
         self.cache_dir = cache_dir
         self.mirrors = list(mirrors)
         self.timeout = timeout
         self.lock_dir = lock_dir or cache_dir
+        self.upstream_caches = list(upstream_caches)  # other stores' source caches, only ever read
         self._indexes = {}
 
     def cached(self, source):
-        path = os.path.join(self.cache_dir, source["sha256"], source_filename(source))
-        return path if os.path.exists(path) else None
+        """A verified copy of the source: in this store's cache, else in an upstream store's."""
+        for cache in [self.cache_dir] + self.upstream_caches:
+            path = os.path.join(cache, source["sha256"], source_filename(source))
+            if os.path.exists(path):
+                return path
+        return None
 
     # --- mirror indexes ----------------------------------------------------------------------
 
