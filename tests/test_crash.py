@@ -172,6 +172,9 @@ class Crashes:
         self.gate = tmp / "gate"
         self.runs = 0
         self.hello = yaml.safe_load(open(os.path.join(RECIPES, "hello.yml")))
+        # A file name of its own: the upstream store's source cache (which a user stack reads) has hello
+        # under its usual name, and the download moments need a real download from the slow mirror.
+        self.hello["versions"]["2.10"]["filename"] = "hello-2.10-crash-test.tar.gz"
         self.tiny_round = 0
         self.tiny_gate = False
         src = self.recipes / "src" / "tiny"
