@@ -6,7 +6,7 @@ import pytest
 
 from sitedist.errors import ModulesError
 from sitedist.modules import ModuleEntry, plan_tree
-from sitedist.modules.plan import root_var
+from sitedist.spec.schema import root_var
 
 GCC = ("gcc", "12.2.0")
 OMPI = ("openmpi", "4.1.4")

@@ -26,13 +26,10 @@ from sitedist.core.locks import StoreLock
 from sitedist.core.sources import source_root, unpack
 from sitedist.core.store import remove_tree
 from sitedist.errors import BuildError, SitedistError
+from sitedist.spec.schema import root_var
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 TAIL_LINES = 25
-
-
-def env_name(name):
-    return "".join(c if c.isalnum() else "_" for c in name).upper()
 
 
 def _closure(node, kinds=("build", "link", "run")):
@@ -80,10 +77,10 @@ def build_environment(node, prefix, prefixes, jobs, build_dir, target_flags=()):
         "SITEDIST_BUILD_DIR": build_dir,
     }
     for d in deps:
-        env[f"{env_name(d.name)}_ROOT"] = prefixes[d.key]
+        env[root_var(d.name)] = prefixes[d.key]
     for h in node.deps.get("host", []):
         env.update(h.host.build_env)
-        env[f"{env_name(h.name)}_ROOT"] = h.host.probed.prefix
+        env[root_var(h.name)] = h.host.probed.prefix
     # Vendor MPI libraries outside the default search path are found by RUNPATH too.
     for h in node.deps.get("host", []):
         lib_dirs += [flag[2:] for flag in getattr(h.host.probed, "link_flags", ()) if flag.startswith("-L")]

@@ -85,11 +85,6 @@ def majmin(version):
     return ".".join(version.split(".")[:2])
 
 
-def root_var(name):
-    """``<NAME>_ROOT``: upper case, anything not a letter, digit or '_' becomes '_'."""
-    return re.sub(r"[^A-Z0-9_]", "_", name.upper()) + "_ROOT"
-
-
 def plan_tree(entries, config):
     """Plan the tree for ``entries`` under the (validated) modules ``config``; raise ModulesError on an
     unresolvable name clash, an invalid name, or a dependency the tree cannot reach."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 
 from sitedist.errors import ModulesError
-from sitedist.modules.plan import root_var
+from sitedist.spec.schema import root_var
 
 def _builtin_templates():
     """The shipped templates: beside the package in a source checkout or editable install, else where

@@ -15,7 +15,7 @@ from typing import Optional
 
 from sitedist.errors import ConfigError
 from sitedist.spec.doc_cache import DocCache
-from sitedist.spec.marked_yaml import MarkedDict, MarkedList
+from sitedist.spec.marked_yaml import MarkedDict, MarkedList, mark_at
 from sitedist.spec.schema import SITE_CONFIG
 
 SEARCH_LISTS = ("recipes", "mirrors", "upstreams")
@@ -89,15 +89,7 @@ class SiteConfig:
 
     def where(self, *path):
         """file:line of a setting, for error messages."""
-        node, best = self.raw, getattr(self.raw, "mark", None) or self.path
-        for step in path:
-            if isinstance(node, (MarkedDict, MarkedList)):
-                best = node.mark_of(step) or best
-            try:
-                node = node[step]
-            except (KeyError, IndexError, TypeError):
-                break
-        return str(best)
+        return str(mark_at(self.raw, path) or self.path)
 
 
 def _expand(value, base_dir):
@@ -270,10 +262,7 @@ def load_config(path, cache=None):
     for path, where in roots:
         path = os.path.normpath(path)
         if path == store_root or path.startswith(store_root + os.sep) or store_root.startswith(path + os.sep):
-            node, mark = raw, None
-            for step in where:
-                mark = node.mark_of(step) if hasattr(node, "mark_of") else mark
-                node = node.get(step, {}) if isinstance(node, dict) else {}
+            mark = mark_at(raw, where)
             raise ConfigError(f"{'.'.join(where)}: {path} overlaps the store {store_root}",
                               where=str(mark or path), hint="publish modules and profiles outside the store")
     recipe_dirs = _as_list(raw.get("recipes"))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from sitedist.errors import ConfigError
 from sitedist.spec.doc_cache import DocCache
+from sitedist.spec.marked_yaml import mark_at
 from sitedist.spec.schema import RECIPE
 
 
@@ -48,14 +49,7 @@ class Recipe:
         return max(self.versions, key=version_key)
 
     def where(self, *path):
-        node, best = self.raw, self.raw.mark
-        for step in path:
-            try:
-                best = node.mark_of(step) or best
-                node = node[step]
-            except (AttributeError, KeyError, IndexError, TypeError):
-                break
-        return str(best)
+        return str(mark_at(self.raw, path))
 
     def all_depends(self):
         seen = []

@@ -5,6 +5,7 @@ site-config.md and admin_docs/recipes.md describe the same keys for people.
 """
 
 import difflib
+import re
 
 from sitedist.errors import ConfigError
 from sitedist.spec.marked_yaml import mark_at
@@ -12,6 +13,14 @@ from sitedist.spec.marked_yaml import mark_at
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_+.-]{0,63}$"  # package, toolchain, profile and option names
 VERSION = r"^[A-Za-z0-9][A-Za-z0-9_+.~-]{0,63}$"
 SHA256 = r"^[0-9a-f]{64}$"
+
+
+
+def root_var(name):
+    """``<NAME>_ROOT`` for a package name: upper case, anything not a letter, digit or '_' becomes '_'.
+    Builds see it for each dependency, modules set it for their package."""
+    return re.sub(r"[^A-Z0-9_]", "_", name.upper()) + "_ROOT"
+
 
 _strings = {"type": "array", "items": {"type": "string"}}
 _str_or_strings = {"anyOf": [{"type": "string"}, _strings]}
