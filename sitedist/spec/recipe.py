@@ -9,10 +9,10 @@ builder runs; that text is what the hash covers ("hash what actually runs").
 import functools
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 
 from sitedist.errors import ConfigError
+from sitedist.spec import shell
 from sitedist.spec.doc_cache import DocCache
 from sitedist.spec.marked_yaml import mark_at
 from sitedist.spec.schema import RECIPE
@@ -174,35 +174,68 @@ class RecipeIndex:
 
 
 # --- build scripts -------------------------------------------------------------------------------
-
-def _dq_escape(value):
-    """Escape a value for use inside a double-quoted bash word: it stays literal."""
-    text = "true" if value is True else "false" if value is False else str(value)
-    return re.sub(r'([\\"$`])', r"\\\1", text)
-
-
-def _sq_quote(value):
-    text = "true" if value is True else "false" if value is False else str(value)
-    return shlex.quote(text)
-
+# Recipe text is bash; template values ({{ options.x }}, {{ version }}, {{ name }}) are data. A value
+# never enters the script as text: it is assigned to a variable at the top of the script (a
+# single-quoted word) and the template inserts a reference to that variable, written for the quoting
+# context it lands in (sitedist.spec.shell). The hashed script still contains every value.
 
 _envs = {}
 
 
-def _template_env(finalize):
-    if finalize not in _envs:
+def _template_env():
+    if "env" not in _envs:
         import jinja2.sandbox
 
-        _envs[finalize] = jinja2.sandbox.SandboxedEnvironment(
-            undefined=jinja2.StrictUndefined, finalize=finalize, autoescape=False, keep_trailing_newline=False)
-    return _envs[finalize]
+        _envs["env"] = jinja2.sandbox.SandboxedEnvironment(
+            undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    return _envs["env"]
 
 
-def _render(recipe, key, index, text, context, finalize):
+def _text(value):
+    return "true" if value is True else "false" if value is False else str(value)
+
+
+class _Values:
+    """The template values of one script: variable name -> text, named after the option they come
+    from when they equal one (SITEDIST_OPT_<NAME>), else SITEDIST_VERSION, SITEDIST_NAME or
+    SITEDIST_VALUE."""
+
+    def __init__(self, context):
+        self.context = context
+        self.names = {}     # text -> variable
+        self.values = {}    # variable -> text
+
+    def _preferred(self, text):
+        for key in sorted(self.context["options"]):
+            if _text(self.context["options"][key]) == text:
+                return "SITEDIST_OPT_" + re.sub(r"[^A-Z0-9_]", "_", key.upper())
+        if text == self.context["version"]:
+            return "SITEDIST_VERSION"
+        if text == self.context["name"]:
+            return "SITEDIST_NAME"
+        return "SITEDIST_VALUE"
+
+    def finalize(self, value, skip_empty):
+        text = _text(value)
+        if text == "" and skip_empty:
+            return ""
+        if text not in self.names:
+            base = name = self._preferred(text)
+            suffix = 1
+            while name in self.values:
+                suffix += 1
+                name = f"{base}_{suffix}"
+            self.names[text] = name
+            self.values[name] = text
+        return shell.placeholder(self.names[text])
+
+
+def _render(recipe, key, index, text, values, skip_empty):
     import jinja2
 
+    template = _template_env().overlay(finalize=lambda v: values.finalize(v, skip_empty))
     try:
-        return _template_env(finalize).from_string(text).render(**context)
+        return template.from_string(text).render(**values.context)
     except jinja2.TemplateError as exc:
         raise ConfigError(f"{key}[{index}]: cannot expand {text!r}: {exc}",
                           where=recipe.where(key, index)) from None
@@ -216,16 +249,24 @@ def _dq_literal(text):
 
 def _escape_template_text(text):
     """Escape the literal parts of a template (not its {{ }} and {% %} parts) with _dq_literal."""
-    env = _template_env(_dq_escape)
-    return "".join(_dq_literal(value) if kind == "data" else value for _, kind, value in env.lex(text))
+    return "".join(_dq_literal(value) if kind == "data" else value
+                   for _, kind, value in _template_env().lex(text))
 
 
-def _words(recipe, key, context):
-    """An argument list as bash words: recipe text may use $VARS; option values stay literal."""
+def _checked(recipe, key, index, text):
+    if "\0" in text or shell.has_placeholder_chars(text):
+        raise ConfigError(f"{key}[{index}] contains a NUL or a private-use character (U+E000/U+E001)",
+                          where=recipe.where(key, index))
+    return text
+
+
+def _words(recipe, key, values):
+    """An argument list as bash words: recipe text may use $VARS; template values stay literal."""
     out = []
     for i, arg in enumerate(recipe.args.get(key, [])):
+        arg = _checked(recipe, key, i, arg)
         if "{{" in arg or "{%" in arg:
-            arg = _render(recipe, key, i, _escape_template_text(arg), context, _dq_escape)
+            arg = _render(recipe, key, i, _escape_template_text(arg), values, skip_empty=True)
         else:
             arg = _dq_literal(arg)
         if arg:
@@ -233,35 +274,42 @@ def _words(recipe, key, context):
     return " ".join(out)
 
 
-def _lines(recipe, key, context):
+def _lines(recipe, key, values):
+    """The lines of ``key`` (bash) with references to the template values, for where they land."""
     lines = []
     for i, line in enumerate(recipe.args.get(key, [])):
+        line = _checked(recipe, key, i, line)
         if "{{" in line or "{%" in line:
-            line = _render(recipe, key, i, line, context, _sq_quote)
+            line = _render(recipe, key, i, line, values, skip_empty=False)
         lines.append(line)
-    return lines
+    if not lines:
+        return []
+    return [shell.place_references("\n".join(lines), values.values, where=recipe.where(key))]
 
 
 def render_script(recipe, version, options):
-    """The bash commands that build and install ``recipe`` at ``version``, run in the source dir."""
-    context = {"options": options, "version": version, "name": recipe.name}
-    w = lambda key: _words(recipe, key, context)  # noqa: E731
+    """The bash commands that build and install ``recipe`` at ``version``, run in the source dir:
+    assignments of the template values, then the build commands."""
+    values = _Values({"options": options, "version": version, "name": recipe.name})
+    w = lambda key: _words(recipe, key, values)  # noqa: E731
     jobs = '-j"$JOBS"' if recipe.parallel else "-j1"
-    lines = _lines(recipe, "pre_build", context)
+    body = _lines(recipe, "pre_build", values)
+    generated = []
     if recipe.build == "autotools":
-        lines += [f'./configure --prefix="$PREFIX" {w("configure_args")}'.rstrip(),
-                  f'make {jobs} {w("make_args")}'.rstrip(),
-                  f'make install {w("install_args")}'.rstrip()]
+        generated = [f'./configure --prefix="$PREFIX" {w("configure_args")}'.rstrip(),
+                     f'make {jobs} {w("make_args")}'.rstrip(),
+                     f'make install {w("install_args")}'.rstrip()]
     elif recipe.build == "cmake":
-        lines += [f'cmake -S . -B _sitedist_build -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_BUILD_TYPE=Release '
-                  f'-DCMAKE_INSTALL_RPATH="$SITEDIST_RPATH" -DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON '
-                  f'{w("cmake_args")}'.rstrip(),
-                  f'cmake --build _sitedist_build {jobs}',
-                  'cmake --install _sitedist_build']
+        generated = [f'cmake -S . -B _sitedist_build -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_BUILD_TYPE=Release '
+                     f'-DCMAKE_INSTALL_RPATH="$SITEDIST_RPATH" -DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON '
+                     f'{w("cmake_args")}'.rstrip(),
+                     f'cmake --build _sitedist_build {jobs}',
+                     'cmake --install _sitedist_build']
     elif recipe.build == "make":
-        lines += [f'make {jobs} PREFIX="$PREFIX" {w("make_args")}'.rstrip(),
-                  f'make install PREFIX="$PREFIX" {w("install_args")}'.rstrip()]
+        generated = [f'make {jobs} PREFIX="$PREFIX" {w("make_args")}'.rstrip(),
+                     f'make install PREFIX="$PREFIX" {w("install_args")}'.rstrip()]
     else:
-        lines += _lines(recipe, "commands", context)
-    lines += _lines(recipe, "post_install", context)
-    return "\n".join(lines) + "\n"
+        body += _lines(recipe, "commands", values)
+    body += [shell.place_references(line, values.values) for line in generated]
+    body += _lines(recipe, "post_install", values)
+    return "\n".join(shell.assignments(values.values) + body) + "\n"
