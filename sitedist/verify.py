@@ -45,7 +45,7 @@ from sitedist.errors import LockError
 LEFTOVER_AGE = 600.0  # seconds: no live process leaves its temporary file untouched this long
 STALE_AFTER = 600.0   # the builder's locks use StoreLock's default stale_after
 ERRORS = ("broken", "incomplete", "interrupted-build", "bad-source")
-_TEMP = re.compile(r"\.(part|tmp)-?\d+(-\d+)?$|\.info\.[0-9a-f]+\.tmp$|\.stale\.[0-9a-f]+$|\.takeover$")
+_TEMP = re.compile(r"\.(part|tmp)-?\d+(-\d+)?\Z|\.info\.[0-9a-f]+\.tmp\Z|\.stale\.[0-9a-f]+\Z|\.takeover\Z")
 
 
 @dataclass

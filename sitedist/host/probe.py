@@ -41,9 +41,9 @@ MPI_NAMES = ("openmpi", "mpich", "intel-mpi", "cray-mpich")
 _MPI_BRANDS = (("intel-mpi", r"Intel\(R\) MPI Library,? (?:for \S+ OS, Version )?(\d[\w.]*)"),
                ("mpich", r"for MPICH version (\d[\w.]*)"))
 _VERSION = r"\d+\.\d+(?:\.\d+)*(?:-\d+)?"
-_DRIVER_RE = re.compile(r"^(?P<base>%s)(?:-(?P<ver>\d+(?:\.\d+)*))?$" % "|".join(
+_DRIVER_RE = re.compile(r"^(?P<base>%s)(?:-(?P<ver>\d+(?:\.\d+)*))?\Z" % "|".join(
     re.escape(n) for drivers in COMPILER_DRIVERS.values() for names in drivers for n in names))
-_WRAPPER_RE = re.compile(r"^(?P<base>%s)(?P<suffix>\.[\w+-]+)?$" % "|".join(MPI_WRAPPERS))
+_WRAPPER_RE = re.compile(r"^(?P<base>%s)(?P<suffix>\.[\w+-]+)?\Z" % "|".join(MPI_WRAPPERS))
 _FALLBACK_LIBDIRS = ("/lib64", "/usr/lib64", "/lib", "/usr/lib")
 
 
@@ -319,7 +319,7 @@ def _libraries(runner, wrapper, flags, compiler):
             dirs.append(flag[2:])
         elif flag.startswith("-l"):
             names.append(flag[3:] if flag.startswith("-l:") else f"lib{flag[2:]}.so")
-        elif re.search(r"\.so(\.\d+)*$", flag) and os.path.isabs(flag):
+        elif re.search(r"\.so(\.\d+)*\Z", flag) and os.path.isabs(flag):
             sonames.append(elf_soname(flag))
     dirs += _library_dirs(runner, compiler)
     for name in names:

@@ -27,7 +27,7 @@ KINDS = ("package", "compiler", "mpi")
 RULES = ("toolchain", "options", "hash")
 ENV_OPS = ("set", "prepend", "append")
 DEFAULT_NAMING = "{{name}}/{{version}}"
-_COMPONENT = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9._+-]*$")
+_COMPONENT = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*")
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0", "none"}
 
@@ -172,7 +172,7 @@ def _namer(template):
         except jinja2.TemplateError as err:
             raise ModulesError(f"modules.naming {template!r} fails for {e.describe()}: {err}") from None
         head, _, tail = text.rpartition("/")
-        if not head or not all(_COMPONENT.match(c) for c in text.split("/")):
+        if not head or not all(_COMPONENT.fullmatch(c) for c in text.split("/")):
             raise ModulesError(
                 f"modules.naming {template!r} gives {text!r} for {e.describe()}: a module name must be "
                 "NAME/VERSION (NAME may hold '/'), each part letters, digits and '._+-' not starting with '.' "

@@ -43,7 +43,7 @@ SUBDIR_VARS = (
     ("share/aclocal", "ACLOCAL_PATH"),
     ("lib/perl5", "PERL5LIB"),
 )
-_PYTHON_SITE = re.compile(r"^lib(64)?/python\d+\.\d+/site-packages$")
+_PYTHON_SITE = re.compile(r"\Alib(64)?/python\d+\.\d+/site-packages\Z")
 # A package prefix with any of these is a CMake search prefix (CMake looks in <prefix>/lib/cmake etc.).
 _CMAKE_HINTS = {"include", "lib", "lib64", "lib/cmake", "lib64/cmake", "share/cmake"}
 

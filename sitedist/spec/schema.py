@@ -10,9 +10,13 @@ import re
 from sitedist.errors import ConfigError
 from sitedist.spec.marked_yaml import mark_at
 
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_+.-]{0,63}$"  # package, toolchain, profile and option names
-VERSION = r"^[A-Za-z0-9][A-Za-z0-9_+.~-]{0,63}$"
-SHA256 = r"^[0-9a-f]{64}$"
+# Whole-string patterns: \A and \Z, never ^ and $ ($ also matches before a final newline, and a JSON
+# Schema "pattern" is a search). Use them with re.fullmatch or as schema patterns.
+NAME = r"\A[A-Za-z0-9][A-Za-z0-9_+.-]{0,63}\Z"  # package, toolchain, profile and option names
+VERSION = r"\A[A-Za-z0-9][A-Za-z0-9_+.~-]{0,63}\Z"
+SHA256 = r"\A[0-9a-f]{64}\Z"
+COMMIT = r"\A[0-9a-f]{40}\Z"
+VARIABLE = r"\A[A-Za-z_][A-Za-z0-9_]*\Z"  # environment variable names
 
 
 
@@ -30,7 +34,7 @@ _package = {
     "type": ["object", "null"],
     "additionalProperties": False,
     "properties": {
-        "version": {"type": ["string", "number"]},
+        "version": {"type": ["string", "number"], "pattern": VERSION},
         "options": {"type": "object", "propertyNames": {"pattern": NAME},
                     "additionalProperties": _option_value},
         "toolchains": {"type": "array", "items": {"type": "string", "pattern": NAME}},
@@ -44,7 +48,7 @@ _host_package = {
     "properties": {
         "kind": {"enum": ["compiler", "mpi"]},
         "implementation": {"type": "string", "pattern": NAME},
-        "version": {"type": ["string", "number"]},
+        "version": {"type": ["string", "number"], "pattern": VERSION},
         "prefix": {"type": "string"},
     },
 }
@@ -150,7 +154,7 @@ _source = {
         "sha256": {"type": "string", "pattern": SHA256},
         "filename": {"type": "string"},
         "git": {"type": "string"},
-        "commit": {"type": "string", "pattern": r"^[0-9a-f]{40}$"},
+        "commit": {"type": "string", "pattern": COMMIT},
         "path": {"type": "string"},
     },
     "oneOf": [
@@ -162,7 +166,7 @@ _source = {
 }
 
 _env_ops = {"type": "object", "additionalProperties": {"type": "string"},
-            "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}}
+            "propertyNames": {"pattern": VARIABLE}}
 
 RECIPE = {
     "type": "object",
