@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from sitedist.core.hashing import PROTOCOL, artifact_id
+from sitedist.core.versions import newest, version_key
 from sitedist.errors import ConfigError, HostError
 
 PROBE_ENV_PREFIXES = ("OMPI_", "MPICH_", "CRAY", "PE_", "I_MPI_", "MPI_")
@@ -157,7 +158,7 @@ def resolve_host(config, report):
             return False
         return sel == "probe" or name in [_split(s)[0] for s in sel]
 
-    for c in sorted(report.compilers, key=lambda c: probe_version_key(c.version), reverse=True):
+    for c in sorted(report.compilers, key=lambda c: version_key(c.version), reverse=True):
         if wanted("compilers", c.name) and c.name not in packages:
             packages[c.name] = _compiler_package(c)
         elif wanted("compilers", c.name):
@@ -202,12 +203,6 @@ def resolve_host(config, report):
     return packages
 
 
-def probe_version_key(version):
-    from sitedist.spec.recipe import version_key
-
-    return version_key(version)
-
-
 def resolve_toolchains(config, packages):
     compilers = {k: p for k, p in packages.items() if p.kind == "compiler"}
 
@@ -221,7 +216,7 @@ def resolve_toolchains(config, packages):
             have = ", ".join(sorted(f"{p.name}@{p.version}" for p in packages.values() if p.kind == kind)) or "none"
             raise ConfigError(f"no host {kind} '{spec}' (this machine has: {have})", where=where,
                               hint="check the name, or declare it under 'host: packages:' with its prefix")
-        return max(candidates, key=lambda p: probe_version_key(p.version))
+        return newest(candidates, key=lambda p: p.version)
 
     toolchains = {}
     default_spec = config.host.get("default_compiler")
@@ -229,7 +224,7 @@ def resolve_toolchains(config, packages):
         default_compiler = pick(default_spec, "compiler", config.where("host", "default_compiler"))
     else:
         gcc = [p for p in compilers.values() if p.name == "gcc"]
-        default_compiler = (max(gcc, key=lambda p: probe_version_key(p.version)) if gcc
+        default_compiler = (newest(gcc, key=lambda p: p.version) if gcc
                             else next(iter(compilers.values()), None))
     for name, tc in config.toolchains.items():
         where = config.where("toolchains", name)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import jinja2
 
+from sitedist.core.versions import is_prerelease, newest, version_key
 from sitedist.errors import ModulesError
 from sitedist.modules.entry import ModuleEntry
 
@@ -356,5 +357,15 @@ def _defaults(modules, wanted):
                 found = True
         if not found:
             raise ModulesError(f"modules.defaults: {name}: {version} is not a version of module {name}; "
-                               "versions are: " + ", ".join(sorted({m.version for m in candidates})))
+                               "versions are: " + ", ".join(sorted({m.version for m in candidates}, key=version_key)))
+    # Lmod and Environment Modules each order versions their own way, and may make a release candidate
+    # the default: where a module has a pre-release among its versions and no configured default,
+    # name the newest by sitedist's order (sitedist.core.versions).
+    groups = defaultdict(list)
+    for m in modules:
+        groups[(m.level, m.name)].append(m)
+    for key, ms in sorted(groups.items()):
+        if key not in out and len(ms) > 1 and any(is_prerelease(m.entry.version) for m in ms):
+            best = newest(ms, key=lambda m: m.entry.version).entry.version
+            out[key] = max((m for m in ms if m.entry.version == best), key=lambda m: version_key(m.version)).version
     return out

@@ -11,21 +11,12 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from sitedist.core.versions import newest
 from sitedist.errors import ConfigError
 from sitedist.spec import shell
 from sitedist.spec.doc_cache import DocCache
 from sitedist.spec.marked_yaml import mark_at
 from sitedist.spec.schema import RECIPE
-
-
-def version_key(version):
-    """Order versions naturally: 1.10 > 1.9, 2.0 > 2.0rc1."""
-    parts = re.split(r"[._+~-]", version)
-    key = []
-    for part in parts:
-        for piece in re.findall(r"\d+|[A-Za-z]+", part):
-            key.append((1, int(piece), "") if piece.isdigit() else (0, 0, piece))
-    return key
 
 
 @dataclass
@@ -46,7 +37,7 @@ class Recipe:
 
     @functools.cached_property
     def newest(self):
-        return max(self.versions, key=version_key)
+        return newest(self.versions)
 
     def where(self, *path):
         return str(mark_at(self.raw, path))

@@ -17,6 +17,7 @@ from typing import Optional
 
 from sitedist.core.hashing import PROTOCOL, artifact_id, file_sha256
 from sitedist.core.sources import source_identity
+from sitedist.core.versions import version_key
 from sitedist.errors import ConfigError, SitedistError
 from sitedist.spec.recipe import RecipeIndex, render_script
 
@@ -132,7 +133,7 @@ class Resolver:
             version = (req.version if req else None) or recipe.newest
         if version not in recipe.versions:
             raise ConfigError(f"package {name}: recipe {recipe.path} has no version {version} "
-                              f"(it has: {', '.join(sorted(recipe.versions))})", where=where)
+                              f"(it has: {', '.join(sorted(recipe.versions, key=version_key))})", where=where)
         options = recipe.resolve_options(options if options is not None else (req.options if req else {}), where)
         memo_key = (name, version, tuple(sorted(options.items())), tc_name, target)
         if memo_key in self.memo:
