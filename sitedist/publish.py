@@ -53,10 +53,10 @@ def module_configs(ctx):
         return []
     targets = ctx.plan.targets
     if len(targets) == 1:
-        return [(None, dict(config))]
+        return [(None, dict(config, target=targets[0]))]   # the target: for the catalog page
     out = []
     for target in targets:
-        cfg = dict(config, root=os.path.join(config["root"], target))
+        cfg = dict(config, root=os.path.join(config["root"], target), target=target)
         if config.get("lmod_cache"):
             cfg["lmod_cache"] = os.path.join(config["lmod_cache"], target)
         out.append((target, cfg))

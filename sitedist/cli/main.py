@@ -16,6 +16,7 @@ COMMANDS = {
     "log": ("sitedist.cli.log", "log", "Print the build log of a package."),
     "probe": ("sitedist.cli.probe", "probe", "Find host compilers, MPI and the CPU target."),
     "modules": ("sitedist.cli.modules", "modules", "Regenerate or roll back the module tree."),
+    "catalog": ("sitedist.cli.catalog", "catalog", "Show or copy the software catalog page of the module tree."),
     "profile": ("sitedist.cli.profile", "profile", "List, roll back or switch profile generations."),
     "develop": ("sitedist.cli.develop", "develop", "Make a writable environment from a profile."),
     "gc": ("sitedist.cli.gc", "gc", "Remove artifacts no root refers to."),

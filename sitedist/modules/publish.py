@@ -31,6 +31,7 @@ from pathlib import Path
 from sitedist.core.generations import (fsync_dir, generation_of, numbers, point, previous, records,
                                        referenced_prefixes, remove_generations, remove_leftovers)
 from sitedist.errors import ModulesError
+from sitedist.modules import catalog
 from sitedist.modules.plan import plan_tree
 from sitedist.modules.render import FORMATS, Renderer, module_context
 
@@ -38,7 +39,8 @@ GENERATIONS = "generations"
 CURRENT = "current"
 MANIFEST = "manifest.json"
 FILES = "files.json"
-_CONFIG_KEYS = ("formats", "layout", "naming", "disambiguate", "defaults", "hide_implicit", "header", "footer")
+_CONFIG_KEYS = ("formats", "layout", "naming", "disambiguate", "defaults", "hide_implicit", "header", "footer",
+                "catalog", "target")
 _LMOD_CACHE_SCRIPT = "update_lmod_system_cache_files"
 _LMOD_DIRS = ("/usr/share/lmod/lmod/libexec", "/opt/apps/lmod/lmod/libexec", "/usr/local/lmod/lmod/libexec")
 
@@ -131,6 +133,8 @@ def publish(entries, config, lock=nullcontext()):
         old_files = (_read_json(os.path.join(previous, FILES)) or {}) if previous else {}
         try:
             files, rendered, reused = _write_tree(plan, config, renderer, root, stage, previous, old_files)
+            if catalog.enabled(config):   # the catalog page switches and rolls back with its tree
+                catalog.write_catalog(plan, config, os.path.join(stage, catalog.CATALOG), renderer, number)
             _write_json(os.path.join(stage, FILES), files)
             _sync(stage)
         except BaseException:
@@ -235,8 +239,7 @@ def _switch(root, number):
 
 
 def _ensure_links(root, formats):
-    for fmt in formats:
-        tree = FORMATS[fmt][0]
+    for tree in [FORMATS[fmt][0] for fmt in formats] + [catalog.CATALOG]:
         link = os.path.join(root, tree)
         if os.path.islink(link) and os.readlink(link) == f"{CURRENT}/{tree}":
             continue

@@ -17,6 +17,7 @@ VERSION = r"\A[A-Za-z0-9][A-Za-z0-9_+.~-]{0,63}\Z"
 SHA256 = r"\A[0-9a-f]{64}\Z"
 COMMIT = r"\A[0-9a-f]{40}\Z"
 VARIABLE = r"\A[A-Za-z_][A-Za-z0-9_]*\Z"  # environment variable names
+HELP_URL = r"\A(https?://|mailto:|/|\./)[^\s<>\"']*\Z"   # a link on the catalog page: never javascript:
 
 
 
@@ -120,6 +121,16 @@ SITE_CONFIG = {
                 "footer": {"type": "string"},
                 "keep": {"type": "integer", "minimum": 1},
                 "lmod_cache": {"type": "string"},
+                "catalog": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "enabled": {"type": "boolean"},
+                        "site_name": {"type": "string"},
+                        "logo_text": {"type": "string"},
+                        "help_url": {"type": "string", "pattern": HELP_URL},
+                    },
+                },
             },
         },
         "profiles": {
@@ -279,7 +290,9 @@ def _describe(error, document, filename):
         message = f"{dotted}: {error.instance!r} is not an allowed value"
         hint = {SHA256: "a sha256 is 64 lower-case hex digits (sha256sum FILE)",
                 NAME: "names are letters, digits and _ + . - (no '/', no '..'), at most 64 characters",
-                VERSION: "versions are letters, digits and _ + . ~ - (no '/', no '..')"}.get(error.validator_value)
+                VERSION: "versions are letters, digits and _ + . ~ - (no '/', no '..')",
+                HELP_URL: "an http(s):// or mailto: URL, or a path on the web server starting with / or ./",
+                }.get(error.validator_value)
     elif validator in ("anyOf", "oneOf"):
         message = f"{dotted}: {error.instance!r} does not have a valid form"
         best = min(error.context, key=lambda e: len(list(e.absolute_path)), default=None) if error.context else None

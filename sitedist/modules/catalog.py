@@ -1,0 +1,229 @@
+"""The software catalog: ``catalog.json`` and a self-contained ``index.html`` describing a module tree.
+
+Written into every module-tree generation (``generations/<N>/catalog/``, reached as ``<root>/catalog``), so
+the page switches and rolls back with the tree it describes. Built from the tree's plan: one package per
+module name, every visible version (hidden and implicit modules are left out, as ``module avail`` leaves
+them out), one build per place in the tree, each with the commands that load it from a fresh login,
+hierarchy prerequisites included. The page's template is ``catalog.html.j2``, which a site overrides like
+the modulefile templates (``modules.templates``).
+
+The page trusts nothing in the data: the JSON is embedded with every ``<``, ``>`` and ``&`` escaped, the
+page builds its DOM with ``textContent`` and links only http(s) homepages.
+"""
+
+import json
+import os
+import re
+import time
+from collections import defaultdict
+
+from markupsafe import Markup
+
+from sitedist.core.store import META, MARKER
+from sitedist.errors import ModulesError
+from sitedist.modules.render import FORMATS, Renderer
+from sitedist.spec.schema import HELP_URL
+
+CATALOG = "catalog"          # the directory in a generation, and the stable link <root>/catalog
+JSON_NAME = "catalog.json"
+HTML_NAME = "index.html"
+TEMPLATE = "catalog.html.j2"
+FORMAT_VERSION = 1
+# tool -> the formats it reads, preferred first (Lmod reads Tcl modulefiles too; Environment Modules only Tcl)
+TOOLS = {"lmod": ("lua", "tcl"), "environment-modules": ("tcl",)}
+TOOL_LABELS = {"lmod": "Lmod", "environment-modules": "Environment Modules"}
+_URL = re.compile(r"^https?://[^\s<>\"']+$", re.I)
+_VERSION_PART = re.compile(r"\d+|[A-Za-z]+")
+_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                               "\u2029": "\\u2029"})
+
+
+def enabled(config):
+    return bool((config.get("catalog") or {}).get("enabled", True))
+
+
+def version_key(version):
+    """Order versions as Lmod does, nearly: numbers numerically, a letter part before the release it
+    qualifies ('1.0rc1' < '1.0')."""
+    return tuple((1, int(p), "") if p.isdigit() else (0, 0, p.lower()) for p in _VERSION_PART.findall(version)) \
+        + ((0.5, 0, ""),)
+
+
+def built_time(prefix):
+    """When the artifact was completed (its store marker), or None."""
+    path = os.path.join(prefix, META, MARKER)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return float(json.load(f)["completed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        try:
+            return os.stat(path).st_mtime
+        except OSError:
+            return None
+
+
+def _iso(stamp):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp)) if stamp is not None else None
+
+
+def _prerequisites(plan):
+    """PlannedModule -> the full names a user loads before it (compiler, then MPI), from a fresh login."""
+    openers = defaultdict(list)
+    for m in plan.modules:
+        if m.opens:
+            openers[m.opens].append(m)
+
+    def parent(m):
+        if plan.layout != "hierarchical" or m.level in plan.roots:
+            return None
+        candidates = openers.get(m.level, [])
+        want = m.entry.mpi if m.level.startswith("MPI/") else m.entry.compiler
+        exact = [c for c in candidates if (c.entry.name, c.entry.version) == want]
+        return (exact or candidates or [None])[0]
+
+    out = {}
+    for m in plan.modules:
+        chain, p, seen = [], parent(m), set()
+        while p is not None and id(p) not in seen:
+            seen.add(id(p))
+            chain.append(p.fullname)
+            p = parent(p)
+        out[id(m)] = tuple(reversed(chain))
+    return out
+
+
+def tools(config):
+    """tool -> the MODULEPATH entry it reads, for the formats the tree is published in."""
+    formats = list(config.get("formats", ["lua", "tcl"]))
+    root = os.path.abspath(config["root"])
+    sub = "/Core" if config.get("layout", "flat") == "hierarchical" else ""
+    out = {}
+    for tool, reads in TOOLS.items():
+        fmt = next((f for f in reads if f in formats), None)
+        if fmt:
+            out[tool] = {"label": TOOL_LABELS[tool], "format": fmt, "modulepath": f"{root}/{FORMATS[fmt][0]}{sub}"}
+    return out
+
+
+def site(config):
+    cat = dict(config.get("catalog") or {})
+    help_url = str(cat.get("help_url") or "")
+    if help_url and not re.fullmatch(HELP_URL, help_url):
+        raise ModulesError(f"modules.catalog.help_url {help_url!r} is not an http(s) or mailto: URL or a path "
+                           "on the web server ('/...' or './...'); fix it in the site config")
+    return {"name": str(cat.get("site_name") or ""), "logo": str(cat.get("logo_text") or ""), "help_url": help_url}
+
+
+def catalog_data(plan, config, generation=None, built=built_time):
+    """The catalog of a planned tree as a JSON-ready dict (see admin_docs/catalog.md)."""
+    prereqs = _prerequisites(plan)
+    tool_info = tools(config)
+    by_name = defaultdict(list)
+    for m in plan.modules:
+        if not m.hidden:
+            by_name[m.name].append(m)
+    dates = {}
+    packages = []
+    for name in sorted(by_name, key=str.lower):
+        mods = by_name[name]
+        marked = {plan.defaults[k] for k in plan.defaults if k[1] == name}
+        versions = sorted({m.version for m in mods}, key=version_key, reverse=True)
+        default = next((v for v in versions if v in marked), versions[0])
+        first = max(mods, key=lambda m: version_key(m.version))
+        keywords = set()
+        vlist = []
+        for version in versions:
+            builds = []
+            for m in (m for m in mods if m.version == version):
+                e = m.entry
+                if e.prefix not in dates:
+                    dates[e.prefix] = _iso(built(e.prefix))
+                line = " ".join(("module", "load") + prereqs[id(m)] + (m.fullname,))
+                builds.append({
+                    "module": m.fullname, "package": e.name, "package_version": e.version, "kind": e.kind,
+                    "level": m.level, "toolchain": e.toolchain,
+                    "compiler": " ".join(e.compiler) if e.compiler else "",
+                    "mpi": " ".join(e.mpi) if e.mpi else "",
+                    "options": [f"{k}={v}" for k, v in e.options],
+                    "target": str(config.get("target") or ""),
+                    "id": e.artifact_id, "prefix": e.prefix, "built": dates[e.prefix],
+                    "depends": [{"name": n, "version": v, "id": a} for n, v, a in e.run_depends],
+                    "prerequisites": list(prereqs[id(m)]),
+                    "load": {tool: line for tool in tool_info},
+                })
+                keywords.update(x for x in (e.name, e.toolchain, e.compiler and e.compiler[0],
+                                             e.mpi and e.mpi[0], e.kind if e.kind != "package" else "") if x)
+            builds.sort(key=lambda b: (b["prerequisites"], b["id"]))
+            vlist.append({"version": version, "default": version == default, "marked_default": version in marked,
+                          "builds": builds})
+        homepage = first.entry.homepage if _URL.match(first.entry.homepage or "") else ""
+        packages.append({"name": name, "description": first.entry.description,
+                         "homepage": first.entry.homepage or "", "link": homepage,
+                         "keywords": sorted(keywords - {name}), "default": default, "versions": vlist})
+    return {"format": FORMAT_VERSION, "generation": generation, "generated": _iso(time.time()),
+            "layout": plan.layout, "site": site(config), "tools": tool_info, "packages": packages}
+
+
+def json_for_html(data):
+    """``data`` as JSON safe inside a <script type="application/json"> element: no '<', '>' or '&'."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).translate(_JSON_ESCAPES)
+
+
+def render_page(data, renderer):
+    """index.html for catalog ``data``, from the site's or the built-in catalog.html.j2."""
+    env = renderer.env.overlay(autoescape=True)
+    try:
+        template = env.get_template(TEMPLATE)
+        return template.render(site=data["site"], data=Markup(json_for_html(data)),
+                               packages=len(data["packages"]), generated=data["generated"])
+    except Exception as err:  # a site's template: jinja2 errors, or a bad filter use
+        import jinja2
+
+        if isinstance(err, jinja2.TemplateError):
+            raise ModulesError(f"catalog template {TEMPLATE}: {err}; fix it in modules.templates") from None
+        raise
+
+
+def write_catalog(plan, config, directory, renderer=None, generation=None):
+    """Write ``catalog.json`` and ``index.html`` for ``plan`` into ``directory`` (made if missing), each by
+    rename, readable by everyone. Returns the catalog data."""
+    renderer = renderer or Renderer(config.get("templates"))
+    data = catalog_data(plan, config, generation)
+    page = render_page(data, renderer)
+    _write_files(directory, ((JSON_NAME, json.dumps(data, ensure_ascii=False, separators=(",", ":"))),
+                             (HTML_NAME, page)))
+    return data
+
+
+def _write_files(directory, files):
+    """Write (name, text) files into ``directory``, each by rename, readable by everyone."""
+    os.makedirs(directory, exist_ok=True)
+    os.chmod(directory, 0o755)
+    for name, text in files:
+        path = os.path.join(directory, name)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+
+def copy_published(root, dest=None):
+    """The current generation's catalog directory under module tree ``root`` and its data; with ``dest``,
+    copy catalog.json and index.html there (each by rename: a web server never serves half a file)."""
+    source = os.path.realpath(os.path.join(os.path.abspath(root), CATALOG))
+    try:
+        with open(os.path.join(source, JSON_NAME), encoding="utf-8") as f:
+            text = f.read()
+        data = json.loads(text)
+        with open(os.path.join(source, HTML_NAME), encoding="utf-8") as f:
+            page = f.read()
+    except FileNotFoundError:
+        raise ModulesError(f"no catalog is published in {root}: publish the module tree with 'sitedist modules "
+                           "CONFIG' (every generation gets one unless modules.catalog.enabled is false)") from None
+    except (OSError, ValueError) as err:
+        raise ModulesError(f"the catalog in {source} is unreadable ({err}); publish the module tree again") \
+            from None
+    if dest:
+        _write_files(dest, ((JSON_NAME, text), (HTML_NAME, page)))
+    return source, data
