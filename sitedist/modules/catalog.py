@@ -20,6 +20,7 @@ from collections import defaultdict
 from markupsafe import Markup
 
 from sitedist.core.store import META, MARKER
+from sitedist.core.versions import version_key
 from sitedist.errors import ModulesError
 from sitedist.modules.render import FORMATS, Renderer
 from sitedist.spec.schema import HELP_URL
@@ -33,20 +34,12 @@ FORMAT_VERSION = 1
 TOOLS = {"lmod": ("lua", "tcl"), "environment-modules": ("tcl",)}
 TOOL_LABELS = {"lmod": "Lmod", "environment-modules": "Environment Modules"}
 _URL = re.compile(r"^https?://[^\s<>\"']+$", re.I)
-_VERSION_PART = re.compile(r"\d+|[A-Za-z]+")
 _JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
                                "\u2029": "\\u2029"})
 
 
 def enabled(config):
     return bool((config.get("catalog") or {}).get("enabled", True))
-
-
-def version_key(version):
-    """Order versions as Lmod does, nearly: numbers numerically, a letter part before the release it
-    qualifies ('1.0rc1' < '1.0')."""
-    return tuple((1, int(p), "") if p.isdigit() else (0, 0, p.lower()) for p in _VERSION_PART.findall(version)) \
-        + ((0.5, 0, ""),)
 
 
 def built_time(prefix):
