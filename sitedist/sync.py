@@ -34,7 +34,7 @@ class Context:
 
 def cache_dir():
     """Where probe results are cached: the user's cache directory (never the store, which a failed
-    or dry-run sync must not touch)."""
+    or dry-run sync must not touch). Used only if no other user could write there (core.trust)."""
     return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sitedist")
 
 

@@ -17,7 +17,7 @@ import time
 import urllib.parse
 import zipfile
 
-from sitedist.core.hashing import tree_sha256
+from sitedist.core.hashing import file_sha256, tree_sha256
 from sitedist.core.locks import StoreLock
 from sitedist.errors import ChecksumError, SourceError
 
@@ -65,10 +65,11 @@ class Fetcher:
         self._indexes = {}
 
     def cached(self, source):
-        """A verified copy of the source: in this store's cache, else in an upstream store's."""
+        """A verified copy of the source: in this store's cache, else in an upstream store's. An upstream's
+        copy is checked against the sha256 again: this store does not control who writes there."""
         for cache in [self.cache_dir] + self.upstream_caches:
             path = os.path.join(cache, source["sha256"], source_filename(source))
-            if os.path.exists(path):
+            if os.path.isfile(path) and (cache == self.cache_dir or file_sha256(path) == source["sha256"]):
                 return path
         return None
 

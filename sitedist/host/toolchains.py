@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from sitedist.core.hashing import PROTOCOL, artifact_id
+from sitedist.core.trust import open_private, private_dir, write_private
 from sitedist.core.versions import newest, version_key
 from sitedist.errors import ConfigError, HostError
 
@@ -124,21 +125,19 @@ def probe_cached(cache_dir, extra_dirs=(), timeout=10.0, refresh=False):
 
     path = os.environ.get("PATH", "")
     key = _probe_cache_key(tuple(extra_dirs), path)
+    # Only a cache no other user could have written (core.trust): a planted result would name their gcc.
+    cache_dir = private_dir(cache_dir, "probe cache") if cache_dir else None
     cache_file = os.path.join(cache_dir, f"probe-{key}.json") if cache_dir else None
     if cache_file and not refresh and os.path.exists(cache_file):
         try:
-            with open(cache_file, encoding="utf-8") as f:
+            with open_private(cache_file, encoding="utf-8") as f:
                 return probe.ProbeReport.from_json(json.load(f))
         except (OSError, ValueError, KeyError, TypeError):
             pass
     report = probe.probe_host(extra_dirs=tuple(extra_dirs), path=path, timeout=timeout)
     if cache_file:
         try:
-            os.makedirs(cache_dir, exist_ok=True)
-            tmp = f"{cache_file}.{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(report.to_json(), f)
-            os.replace(tmp, cache_file)
+            write_private(cache_file, json.dumps(report.to_json()).encode("utf-8"))
         except OSError:
             pass
     return report

@@ -2,13 +2,16 @@
 neither parses nor validates them again.
 
 An entry is reused while its file's (mtime_ns, size, inode) are unchanged. The cache is a pickle in
-the user's cache directory, one per config and sitedist version; it is read only when that user owns it.
+the user's cache directory, one per config and sitedist version. Loading a pickle runs code, so it is
+read and written only where no other user could have written (core.trust: the file and every directory
+above it owned by this user or root, and not writable by others; as root, owned by root).
 """
 
 import hashlib
 import os
 import pickle
 
+from sitedist.core.trust import open_private, private_dir, write_private
 from sitedist.spec.marked_yaml import load_file
 from sitedist.spec.schema import validate
 
@@ -25,9 +28,8 @@ class DocCache:
         self.dirty = False
         if path and os.path.exists(path):
             try:
-                if os.stat(path).st_uid == os.getuid():
-                    with open(path, "rb") as f:
-                        self.entries = pickle.load(f)
+                with open_private(path, "rb") as f:
+                    self.entries = pickle.load(f)
             except (OSError, pickle.PickleError, EOFError, AttributeError, ImportError, ValueError):
                 self.entries = {}
 
@@ -35,6 +37,9 @@ class DocCache:
     def for_config(cls, config_path, cache_dir):
         from sitedist import __version__
 
+        cache_dir = private_dir(cache_dir, "documents cache") if cache_dir else None
+        if cache_dir is None:
+            return cls()
         key = hashlib.sha256(f"{__version__}\0{os.path.abspath(config_path)}".encode()).hexdigest()[:20]
         return cls(os.path.join(cache_dir, f"docs-{key}.pickle"))
 
@@ -60,11 +65,7 @@ class DocCache:
         if not (self.path and self.dirty):
             return
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            tmp = f"{self.path}.{os.getpid()}"
-            with open(tmp, "wb") as f:
-                pickle.dump(self.entries, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, self.path)
+            write_private(self.path, pickle.dumps(self.entries, protocol=pickle.HIGHEST_PROTOCOL))
             self.dirty = False
         except OSError:
             pass  # a cache that cannot be written only costs time
