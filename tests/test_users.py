@@ -87,22 +87,50 @@ def work():
     shutil.rmtree(work)
 
 
+def debian_venv():
+    """A virtual environment made from Debian's /usr/bin/python3 with sitedist's dependencies: the one
+    running the tests, else the checkout's .venv (what .ci/setup.sh makes), else None."""
+    for prefix in (sys.prefix, os.path.join(REPO, ".venv")):
+        try:
+            with open(os.path.join(prefix, "pyvenv.cfg"), encoding="utf-8") as f:
+                home = re.search(r"^home\s*=\s*(.*)$", f.read(), re.M).group(1).strip()
+        except (OSError, AttributeError):
+            continue
+        if os.path.realpath(os.path.join(home, "python3")) == os.path.realpath("/usr/bin/python3"):
+            return prefix
+    return None
+
+
 @pytest.fixture(scope="module")
 def user(work):
+    """An unprivileged user who runs sitedist with Debian's /usr/bin/python3, through a copy (hard links)
+    of a virtual environment made from it, with PATH=/usr/bin:/bin: nothing of root's environment."""
     name = f"sdu{uuid.uuid4().hex[:10]}"
     subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
     try:
-        u = User(name=name, home=pwd.getpwnam(name).pw_dir, argv=[sys.executable],
-                 env={"PYTHONPATH": str(work / "code"), "PYTHONDONTWRITEBYTECODE": "1"})
-        if u.run(sys.executable, "-c", "import sitedist.cli.main", check=False).returncode != 0:
-            # This Python lives where the user cannot go (pyenv under /root): run a hard-linked copy of it.
+        venv = debian_venv()
+        env = {"PYTHONPATH": str(work / "code"), "PYTHONDONTWRITEBYTECODE": "1"}
+        if venv:
+            # The venv may live where the user cannot go (a checkout under /root): a copy in ``work``.
+            shutil.copytree(venv, work / "venv", symlinks=True, copy_function=_link_or_copy)
+            u = User(name=name, home=pwd.getpwnam(name).pw_dir, argv=[str(work / "venv" / "bin" / "python3")],
+                     env=env)
+        elif os.environ.get("CI"):
+            pytest.fail("no virtual environment made from /usr/bin/python3 (bash .ci/setup.sh makes .venv): CI "
+                        "runs the user-stack tests with Debian's own Python")
+        else:
+            # A developer's machine without .venv: a hard-linked copy of the Python running the tests.
             if sys.prefix != sys.base_prefix:
                 pytest.fail(f"{sys.executable} (a virtual environment) cannot be run by other users")
             copy = work / "python"
             shutil.copytree(sys.base_prefix, copy, symlinks=True, copy_function=_link_or_copy)
-            u.argv = [str(copy / os.path.relpath(sys.executable, sys.base_prefix))]
-            u.env["LD_LIBRARY_PATH"] = str(copy / "lib")
-            u.run(*u.argv, "-c", "import sitedist.cli.main, yaml, jinja2, psutil, filelock, jsonschema")
+            u = User(name=name, home=pwd.getpwnam(name).pw_dir,
+                     argv=[str(copy / os.path.relpath(sys.executable, sys.base_prefix))],
+                     env={**env, "LD_LIBRARY_PATH": str(copy / "lib")})
+        u.run(*u.argv, "-c", "import sitedist.cli.main, yaml, jinja2, psutil, filelock, jsonschema")
+        if venv:
+            base = u.run(*u.argv, "-c", "import os, sys; print(os.path.realpath(sys._base_executable))")
+            assert base.stdout.strip() == os.path.realpath("/usr/bin/python3"), base.stdout
         yield u
     finally:
         subprocess.run(["userdel", "-r", name], capture_output=True)

