@@ -1,6 +1,17 @@
+import atexit
 import glob
+import os
+import shutil
+import tempfile
 
 from setuptools import find_packages, setup
+
+# A checkout the installing user cannot write (a site's, owned by root): build outside it, so that anyone
+# can `pip install` from it and nothing is written into it.
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRATCH = None if os.access(HERE, os.W_OK) else tempfile.mkdtemp(prefix="sitedist-build-")
+if SCRATCH:
+    atexit.register(shutil.rmtree, SCRATCH, True)
 
 setup(
     name="sitedist",
@@ -11,7 +22,7 @@ setup(
     # The modulefile templates stay a top-level directory a site can read and copy; a regular install
     # puts them under <prefix>/share/sitedist/ (sitedist.modules.render finds them in either place).
     data_files=[("share/sitedist/modulefiles_templates", sorted(glob.glob("modulefiles_templates/*.j2")))],
-    python_requires=">=3.10",  # and a release with tarfile extraction filters: 3.10.12+, 3.11.4+
+    python_requires=">=3.11",  # sitedist.MIN_PYTHON; platforms in admin_docs/security.md
     install_requires=[
         "PyYAML>=5.4",
         "Jinja2>=3.0",
@@ -31,5 +42,7 @@ setup(
         # Debian's chromedriver; the W3C WebDriver client is the well-kept way to type into it.
         "test": ["pytest>=7", "pytest-xdist>=3", "tclint>=0.5", "selenium>=4.10"],
     },
+    options={"build": {"build_base": os.path.join(SCRATCH, "build")}, "egg_info": {"egg_base": SCRATCH}}
+    if SCRATCH else {},
     entry_points={"console_scripts": ["sitedist=sitedist.cli.main:main"]},
 )

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs what sitedist and its tests need on a fresh Debian machine (run as root), then sitedist
-# itself. Idempotent: a second run installs nothing new.
+# Installs what sitedist and its tests need on a fresh Debian 12 machine (run as root): Debian packages,
+# the example's sources (scripts/fetch_sources.py), and sitedist with its Python dependencies in a
+# virtual environment .venv made from Debian's own /usr/bin/python3 (it is externally managed: nothing is
+# pip-installed into it). Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(build-essential gfortran cmake patch git xz-utils bzip2 file pkg-config man-db lmod tcl8.6
-          openmpi-bin libopenmpi-dev mpich libmpich-dev chromium chromium-driver)
+          openmpi-bin libopenmpi-dev mpich libmpich-dev chromium chromium-driver
+          python3 python3-venv ca-certificates)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -12,4 +15,10 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+/usr/bin/python3 scripts/fetch_sources.py
+if [[ ! -x .venv/bin/python ]]; then
+  /usr/bin/python3 -m venv .venv
+fi
+# Editable: .venv/bin/sitedist runs this checkout's code. setuptools leaves sitedist.egg-info here (git
+# ignores it); other users run sitedist from .venv or from an install of their own (admin_docs/install.md).
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'

@@ -1,6 +1,7 @@
 """Shared fixtures: paths to the real sources and recipes, config writers, and the CLI."""
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -9,8 +10,29 @@ import textwrap
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCES = os.path.normpath(os.path.join(REPO, "..", "shared", "sources"))
+SOURCES = os.path.join(REPO, "sources")  # the example's mirror: SHA256SUMS committed, files by scripts/fetch_sources.py
 RECIPES = os.path.join(REPO, "site_configs", "recipes")
+
+
+def _fetch_sources():
+    spec = importlib.util.spec_from_file_location("fetch_sources", os.path.join(REPO, "scripts", "fetch_sources.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pytest_configure(config):
+    """Fill the source mirror from a neighbouring ../shared/sources/ when it lacks files (a copy, checked
+    against the committed SHA256SUMS); the Debian archive is left to scripts/fetch_sources.py, which
+    .ci/setup.sh runs."""
+    config._sitedist_missing_sources = _fetch_sources().fill(SOURCES, debian=False)
+
+
+def pytest_report_header(config):
+    if config._sitedist_missing_sources:
+        return (f"sources missing from {SOURCES}: {', '.join(config._sitedist_missing_sources)}; "
+                f"run: python3 scripts/fetch_sources.py")
+    return None
 
 
 def write(path, text):
@@ -77,6 +99,7 @@ def shared_store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sources():
-    if not os.path.isfile(os.path.join(SOURCES, "SHA256SUMS")):
-        pytest.fail(f"the shared sources are missing: {SOURCES}")
+    missing = _fetch_sources().missing(SOURCES, _fetch_sources().read_sums(SOURCES))
+    if missing:
+        pytest.fail(f"sources missing from {SOURCES}: {', '.join(missing)}; run: python3 scripts/fetch_sources.py")
     return SOURCES

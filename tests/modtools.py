@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 LMOD_INIT = "/usr/share/lmod/lmod/init/bash"
-EM5_INSTALLER = Path(__file__).resolve().parents[2] / "shared" / "tools" / "install-environment-modules.sh"
+EM5_INSTALLER = Path(__file__).resolve().parents[1] / "scripts" / "install-environment-modules.sh"
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 # Variables a module tool keeps for its own bookkeeping; everything else must be restored by unloading.
 BOOKKEEPING_PREFIXES = ("_ModuleTable", "__LMOD", "_LMFILES_", "LOADEDMODULES", "__MODULES_", "_LMOD_",
@@ -85,7 +85,7 @@ class ModuleShell:
 
 
 def install_em5(directory):
-    """Install Environment Modules 5 with the shared script; return (init file, None) or (None, why not)."""
+    """Install Environment Modules 5 with scripts/install-environment-modules.sh; return (init file, None) or (None, why not)."""
     if not EM5_INSTALLER.is_file():
         return None, f"{EM5_INSTALLER} is missing"
     proc = subprocess.run(["bash", str(EM5_INSTALLER), str(directory)], capture_output=True, text=True,
@@ -144,7 +144,7 @@ def make_host_prefix(store, name, version, aid, links, wrap=False):
 
 @pytest.fixture(scope="session")
 def em5_init(tmp_path_factory):
-    """The init file of Environment Modules 5 installed by the shared script (once per test worker)."""
+    """The init file of Environment Modules 5 installed by scripts/install-environment-modules.sh (once per test worker)."""
     init, why = install_em5(tmp_path_factory.mktemp("em5"))
     if init is None:
         pytest.skip(f"Environment Modules 5 could not be installed: {why}")
