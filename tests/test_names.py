@@ -97,6 +97,8 @@ def test_other_whole_name_patterns():
     assert probe._DRIVER_RE.match("gcc-12") and not probe._DRIVER_RE.match("gcc-12\n")
     assert probe._WRAPPER_RE.match("mpicc") and not probe._WRAPPER_RE.match("mpicc\n")
     assert verify._TEMP.search("x.part-12") and not verify._TEMP.search("x.part-12\n")
+    from sitedist.modules import catalog
+    assert catalog._URL.match("https://zlib.net") and not catalog._URL.match("https://zlib.net\n")
 
 
 def test_no_pattern_in_sitedist_ends_in_a_dollar():

@@ -33,7 +33,7 @@ FORMAT_VERSION = 1
 # tool -> the formats it reads, preferred first (Lmod reads Tcl modulefiles too; Environment Modules only Tcl)
 TOOLS = {"lmod": ("lua", "tcl"), "environment-modules": ("tcl",)}
 TOOL_LABELS = {"lmod": "Lmod", "environment-modules": "Environment Modules"}
-_URL = re.compile(r"^https?://[^\s<>\"']+$", re.I)
+_URL = re.compile(r"\Ahttps?://[^\s<>\"']+\Z", re.I)
 _JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
                                "\u2029": "\\u2029"})
 
