@@ -38,9 +38,15 @@ def cache_dir():
     return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sitedist")
 
 
-def probe_host_for(config, refresh=False):
-    report = probe_cached(cache_dir(), extra_dirs=config.host.get("paths", []),
-                          timeout=config.host.get("timeout", 10.0), refresh=refresh)
+def probe_report_for(config, refresh=False):
+    return probe_cached(cache_dir(), extra_dirs=config.host.get("paths", []),
+                        timeout=config.host.get("timeout", 10.0), refresh=refresh)
+
+
+def probe_host_for(config, refresh=False, report=None):
+    """The host packages and toolchains of ``config``: from ``report`` (a ProbeReport: a Slurm job uses
+    the submitting host's, so that it resolves the same plan) or a (cached) probe of this host."""
+    report = report or probe_report_for(config, refresh)
     packages = resolve_host(config, report)
     toolchains = resolve_toolchains(config, packages)
     return Host(packages=packages, toolchains=toolchains, problems=list(report.problems))
@@ -63,15 +69,16 @@ def resolve_targets(config):
     return out
 
 
-def load(config_path, refresh_probe=False):
-    """Stages 1-3: load and validate the config, probe the host, resolve and hash the plan."""
+def load(config_path, refresh_probe=False, probe_report=None):
+    """Stages 1-3: load and validate the config, probe the host (or take ``probe_report``), resolve and
+    hash the plan."""
     docs = DocCache.for_config(config_path, cache_dir())
     config = load_config(config_path, docs)
     store = Store(config.store_root, config.upstreams, group=config.store_group, build_dir=config.build_dir)
     for upstream in store.upstreams:
         if not os.path.isdir(upstream.root):
             raise StoreError(f"upstream store not found: {upstream.root} (named in {config.where('upstreams')})")
-    host = probe_host_for(config, refresh_probe)
+    host = probe_host_for(config, refresh_probe, probe_report)
     plan = Resolver(config, host, resolve_targets(config), docs).plan()
     docs.save()
     ctx = Context(config=config, store=store, host=host, plan=plan)
@@ -153,10 +160,9 @@ class SyncResult:
         return not self.failed and not self.skipped
 
 
-def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None):
-    """Stage 4: build what is missing, in dependency order, independent builds in parallel."""
+def make_builder(ctx, on_wait=None, record_extra=None):
+    """The Builder of this context's plan (a sync's, or a Slurm job's building one artifact of it)."""
     from sitedist.build.builder import Builder
-    from sitedist.build.scheduler import Job, run_jobs
     from sitedist.host.target import target_flags
 
     store = ctx.store
@@ -167,8 +173,17 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None):
         if node.kind == "package":
             flags.setdefault((node.target, node.toolchain.name),
                              tuple(target_flags(node.target, node.toolchain.compiler.probed)))
-    builder = Builder(store, fetcher, ctx.prefixes, keep_failed=ctx.config.keep_failed, on_wait=on_wait,
-                      target_flags=flags)
+    return Builder(store, fetcher, ctx.prefixes, keep_failed=ctx.config.keep_failed, on_wait=on_wait,
+                   target_flags=flags, record_extra=record_extra)
+
+
+def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None, executor="local"):
+    """Stage 4: build what is missing, in dependency order, independent builds in parallel: here, or
+    as Slurm jobs (executor 'slurm', sitedist/slurm_sync.py)."""
+    from sitedist.build.scheduler import Job, run_jobs
+
+    store = ctx.store
+    builder = make_builder(ctx, on_wait)
     todo = ctx.to_build()
     todo_keys = {n.key for n in todo}
     known = past_durations(store)
@@ -179,7 +194,13 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None):
             max_jobs=0 if (n.recipe is None or n.recipe.parallel) else 1)
         for n in todo
     ]
-    result = run_jobs(jobs_list, slots=jobs, keep_going=keep_going, events=events)
+    if executor == "slurm":
+        from sitedist.slurm_sync import build_through_slurm
+
+        result = build_through_slurm(ctx, builder.fetcher, jobs_list, slots=jobs, keep_going=keep_going,
+                                     events=events, durations={n.key: known.get(n.label) for n in todo})
+    else:
+        result = run_jobs(jobs_list, slots=jobs, keep_going=keep_going, events=events)
     for key in result.succeeded:
         ctx.states[key] = "complete"
     return result
@@ -196,14 +217,19 @@ def past_durations(store):
     return {p["label"]: p["duration"] for p in report.get("packages", []) if p.get("duration")}
 
 
-def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None):
-    """Stages 4-6 on a loaded context."""
+def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None, executor=None):
+    """Stages 4-6 on a loaded context. ``executor``: 'local' or 'slurm' (default: the config's)."""
     started = time.time()
     jobs = jobs or ctx.config.jobs or _default_jobs()
+    executor = executor or ctx.config.executor.get("type", "local")
     from sitedist.core.gcroots import InUse
 
     ctx.store.check_writable()
     check_publish_targets(ctx.config)
+    if executor == "slurm" and ctx.to_build():
+        from sitedist.slurm_sync import check_slurm
+
+        check_slurm(ctx.config)  # the settings and the controller, before anything is written
     if ctx.to_build():
         from sitedist.publish import check_modules
 
@@ -214,13 +240,13 @@ def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None):
     in_use = set(ctx.prefixes.values()) | {ctx.store.prefix(n.name, n.version, n.aid) for n in ctx.plan.nodes}
     with InUse(ctx.store, in_use, what=f"sync {ctx.config.path}"):
         refresh_states(ctx)
-        result = build_missing(ctx, jobs, keep_going, events, on_wait) if ctx.to_build() else None
+        result = build_missing(ctx, jobs, keep_going, events, on_wait, executor) if ctx.to_build() else None
         sync_result = SyncResult(ctx=ctx, built=list(result.succeeded) if result else [],
                                  failed=dict(result.failed) if result else {},
                                  skipped=dict(result.skipped) if result else {},
                                  reasons=dict(result.reasons) if result else {})
         if result is not None:
-            sync_result.report = write_report(ctx, result, started, jobs)
+            sync_result.report = write_report(ctx, result, started, jobs, executor)
         if sync_result.ok:
             sync_result.published = publish(ctx)
     return sync_result
@@ -232,7 +258,7 @@ def _default_jobs():
     return psutil.cpu_count(logical=True) or 1
 
 
-def write_report(ctx, result, started, jobs):
+def write_report(ctx, result, started, jobs, executor="local"):
     from sitedist.build.report import write_report as write
 
     extra = {}
@@ -241,7 +267,7 @@ def write_report(ctx, result, started, jobs):
         extra[node.key] = {"prefix": ctx.prefixes[node.key],
                            "log": os.path.join(build_dir, "build.log") if node.key in result.failed
                            else os.path.join(ctx.prefixes[node.key], ".sitedist", "build.log.gz")}
-    meta = {"config": ctx.config.path, "store": ctx.store.root, "slots": jobs, "started": started,
+    meta = {"config": ctx.config.path, "store": ctx.store.root, "slots": jobs, "executor": executor, "started": started,
             "finished": time.time(), "nodes": extra}
     try:
         return write(ctx.store.reports_dir, result, meta)

@@ -146,8 +146,10 @@ def fix_rpaths(prefix, dep_lib_dirs, build_dir, log):
 class Builder:
     """Builds plan nodes into a store. One Builder serves one sync; ``build`` runs in scheduler threads."""
 
-    def __init__(self, store, fetcher, prefixes, keep_failed=True, on_wait=None, target_flags=None):
+    def __init__(self, store, fetcher, prefixes, keep_failed=True, on_wait=None, target_flags=None,
+                 record_extra=None):
         self.store = store
+        self.record_extra = dict(record_extra or {})  # more facts for spec.json (a Slurm job's id and node)
         self.fetcher = fetcher
         self.prefixes = prefixes       # node key -> prefix, for every node of the plan (filled by sync)
         self.keep_failed = keep_failed
@@ -171,6 +173,7 @@ class Builder:
             "user": os.environ.get("USER", str(os.getuid())),
             "started": started,
             "finished": finished,
+            **self.record_extra,
         }
 
     def build(self, node, ctx):

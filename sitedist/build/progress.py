@@ -7,6 +7,9 @@
 - ``plain`` (cron, CI logs): one timestamped line per start, done, failed and skipped.
 - ``json``: every event as one JSON object per line, then a ``summary`` object on ``close()``.
 - ``quiet``: nothing.
+
+With the Slurm executor (build/slurm.py) a build is shown from its submission: ``queued`` (pending,
+with Slurm's reason), then ``start`` with its node and job id, then done or failed.
 """
 
 import json
@@ -74,8 +77,11 @@ class Progress:
     def __call__(self, event: dict):
         with self._lock:
             kind, key = event["event"], event["key"]
-            if kind == "start":
-                self.running[key] = [event.get("label") or key, event["time"], ""]
+            if kind == "queued":  # a batch job submitted (executor slurm): shown as waiting until it starts
+                self.running[key] = [event.get("label") or key, event["time"], f"pending (job {event.get('job')})"]
+            elif kind == "start":
+                where = f"running on {event['node']}, job {event.get('job')}" if event.get("node") else ""
+                self.running[key] = [event.get("label") or key, event["time"], where]
             elif kind == "output":
                 if key in self.running:
                     self.running[key][2] = clean_line(event.get("line", ""))
@@ -160,13 +166,18 @@ class Progress:
 def describe(event):
     """One event in words, as plain mode prints it."""
     kind, label = event["event"], event.get("label") or event["key"]
+    if kind == "queued":
+        return f"queued {label} as Slurm job {event.get('job')} (-j{event.get('jobs', 1)})"
     if kind == "start":
-        return f"start {label} (-j{event.get('jobs', 1)})"
+        where = f" on {event['node']}, Slurm job {event.get('job')}" if event.get("node") else ""
+        return f"start {label} (-j{event.get('jobs', 1)}){where}"
     if kind == "done":
         return f"done {label} in {format_duration(event.get('duration', 0))}"
     if kind == "failed":
         error = (event.get("error") or "").strip().splitlines()
-        return f"FAILED {label} after {format_duration(event.get('duration', 0))}" + (f": {error[0]}" if error else "")
+        where = f" (Slurm job {event.get('job')} on {event.get('node') or 'no node'})" if event.get("job") else ""
+        return (f"FAILED {label} after {format_duration(event.get('duration', 0))}{where}"
+                + (f": {error[0]}" if error else ""))
     if kind == "skipped":
         return f"skipped {label}: {event.get('reason', '')}"
     return f"{kind} {label}"

@@ -68,6 +68,7 @@ def build_report(result, meta: dict) -> dict:
                          "deps": list(result.deps.get(key, ()))})
     for entry in packages:
         entry.update(nodes.get(entry["key"], {}))
+        entry.update(result.facts.get(entry["key"], {}))
     starts = [r.start for r in result.records]
     ends = [r.end for r in result.records]
     started = meta.get("started", min(starts, default=time.time()))

@@ -75,6 +75,7 @@ class RunResult:
     reasons: dict = field(default_factory=dict)  # skipped key -> why, in words
     deps: dict = field(default_factory=dict)  # key -> its dependencies within the run
     labels: dict = field(default_factory=dict)  # key -> label
+    facts: dict = field(default_factory=dict)  # key -> what an executor knows of its job (Slurm job id, node)
 
     @property
     def ok(self):

@@ -27,12 +27,13 @@ COMMANDS = {
     "gc": ("sitedist.cli.gc", "gc", "Remove artifacts no root refers to."),
     "verify": ("sitedist.cli.verify", "verify", "Check artifacts against their manifests."),
     "report": ("sitedist.cli.report", "report", "Show the report of the last sync."),
+    "build-artifact": ("sitedist.cli.build_artifact", "build_artifact", None),  # hidden: a Slurm job runs it
 }
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return sorted(COMMANDS)
+        return sorted(name for name in COMMANDS if COMMANDS[name][2])
 
     def get_command(self, ctx, name):
         if name not in COMMANDS:
@@ -41,7 +42,7 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
     def format_commands(self, ctx, formatter):
-        rows = [(name, COMMANDS[name][2]) for name in sorted(COMMANDS)]
+        rows = [(name, COMMANDS[name][2]) for name in sorted(COMMANDS) if COMMANDS[name][2]]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

@@ -18,7 +18,9 @@ from sitedist.errors import BuildError
               help="Live view on a terminal, timestamped lines otherwise (auto), or JSON events.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (--dry-run) or the summary as JSON.")
 @click.option("--reprobe", is_flag=True, help="Probe the host again instead of using the cached probe.")
-def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe):
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
+              help="Build here (local) or one Slurm job per artifact (slurm); default: the config's 'executor'.")
+def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor):
     """Build every missing artifact CONFIG selects, then publish modules and profiles atomically."""
     from sitedist import sync as flow
 
@@ -46,7 +48,8 @@ def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe):
 
         click.echo(f"waiting for a lock: {describe_holder(info)}", err=True)
 
-    result = flow.finish_sync(ctx, jobs=jobs, keep_going=keep_going, events=meter, on_wait=on_wait)
+    result = flow.finish_sync(ctx, jobs=jobs, keep_going=keep_going, events=meter, on_wait=on_wait,
+                              executor=executor)
     if meter:
         meter.close()
     if as_json:

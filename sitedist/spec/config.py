@@ -86,6 +86,7 @@ class SiteConfig:
     profiles: dict
     jobs: Optional[int]
     raw: dict  # the merged, marked document: for error locations
+    executor: dict = field(default_factory=lambda: {"type": "local"})  # where builds run (admin_docs/slurm.md)
 
     def where(self, *path):
         """file:line of a setting, for error messages."""
@@ -259,12 +260,12 @@ def load_config(path, cache=None):
     store_root = os.path.normpath(store["root"])
     roots = [(modules["root"], ("modules", "root"))] if modules else []
     roots += [(p.root, ("profiles", name)) for name, p in profiles.items()]
-    for path, where in roots:
-        path = os.path.normpath(path)
-        if path == store_root or path.startswith(store_root + os.sep) or store_root.startswith(path + os.sep):
+    for root, where in roots:  # not 'path': that is the config's own path, kept in SiteConfig.path
+        root = os.path.normpath(root)
+        if root == store_root or root.startswith(store_root + os.sep) or store_root.startswith(root + os.sep):
             mark = mark_at(raw, where)
-            raise ConfigError(f"{'.'.join(where)}: {path} overlaps the store {store_root}",
-                              where=str(mark or path), hint="publish modules and profiles outside the store")
+            raise ConfigError(f"{'.'.join(where)}: {root} overlaps the store {store_root}",
+                              where=str(mark or root), hint="publish modules and profiles outside the store")
     recipe_dirs = _as_list(raw.get("recipes"))
     return SiteConfig(
         path=path,
@@ -284,4 +285,11 @@ def load_config(path, cache=None):
         profiles=profiles,
         jobs=raw.get("jobs"),
         raw=raw,
+        executor=_executor(raw),
     )
+
+
+def _executor(raw):
+    """The ``executor:`` block as a plain dict (build/slurm.py checks what it passes to sbatch)."""
+    block = raw.get("executor")
+    return {"type": "local"} if block is None else dict(block)

@@ -79,6 +79,23 @@ SITE_CONFIG = {
         "mirrors": _str_or_strings,
         "upstreams": _str_or_strings,
         "jobs": {"type": "integer", "minimum": 1},
+        "executor": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["type"],
+            "properties": {
+                "type": {"enum": ["local", "slurm"]},
+                "partition": {"type": "string", "minLength": 1},
+                "account": {"type": "string", "minLength": 1},
+                "qos": {"type": "string", "minLength": 1},
+                # Slurm's walltime syntax: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
+                "time": {"anyOf": [{"type": "integer", "minimum": 1},
+                                   {"type": "string", "pattern": r"^([0-9]+-)?[0-9]+(:[0-9]+){0,2}$"}]},
+                "cpus_per_build": {"type": "integer", "minimum": 1},
+                "extra_args": _strings,
+                "poll": {"type": "number", "exclusiveMinimum": 0},
+            },
+        },
         "target": {"anyOf": [{"type": "string"}, _strings]},
         "packages": {"type": "object", "propertyNames": {"pattern": NAME},
                      "additionalProperties": _package},
