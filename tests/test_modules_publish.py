@@ -17,7 +17,9 @@ from sitedist.errors import ModulesError
 from sitedist.modules import (ModuleEntry, list_generations, live_prefixes, modulepath_lines, publish, rollback)
 
 TOOLS = [("lmod", "lua"), ("lmod", "tcl"), ("em5", "tcl")]
-REPUBLISH = "import pickle, sys\nfrom sitedist.modules import publish\npublish(*pickle.load(open(sys.argv[1], 'rb')))\n"
+# Run from another directory: the sitedist of this checkout, not an installed one.
+REPUBLISH = (f"import pickle, sys\nsys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})\n"
+             "from sitedist.modules import publish\npublish(*pickle.load(open(sys.argv[1], 'rb')))\n")
 
 
 def aid(*parts):

@@ -80,7 +80,7 @@ def build_environment(node, prefix, prefixes, jobs, build_dir, target_flags=()):
         env[root_var(d.name)] = prefixes[d.key]
     for h in node.deps.get("host", []):
         env.update(h.host.build_env)
-        env[root_var(h.name)] = h.host.probed.prefix
+        env[root_var(h.name, h.kind)] = prefixes[h.key]   # what its module sets too
     # Vendor MPI libraries outside the default search path are found by RUNPATH too.
     for h in node.deps.get("host", []):
         lib_dirs += [flag[2:] for flag in getattr(h.host.probed, "link_flags", ()) if flag.startswith("-L")]

@@ -16,6 +16,7 @@ import jinja2
 
 from sitedist.errors import ModulesError
 from sitedist.spec.schema import root_var
+from sitedist.spec.text import control_character
 
 def _builtin_templates():
     """The shipped templates: beside the package in a source checkout or editable install, else where
@@ -50,14 +51,20 @@ _CMAKE_HINTS = {"include", "lib", "lib64", "lib/cmake", "lib64/cmake", "share/cm
 
 _LUA_ESCAPES = str.maketrans({**{chr(c): "\\%03d" % c for c in (*range(32), 127)},
                               "\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
-_TCL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\$", "[": "\\[", "]": "\\]", "\n": "\\n",
-                              "\r": "\\r"})
+# In Tcl, braces count even inside a double-quoted word when the word is in a braced body (a proc, an if):
+# an unescaped '}' in ModulesHelp's text would end the proc. Backslash-escaped, they are plain text anywhere.
+_TCL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\$", "[": "\\[", "]": "\\]", "{": "\\{",
+                              "}": "\\}", "\n": "\\n", "\r": "\\r"})
 _LUA_SPECIAL = re.compile(r'[\x00-\x1f\x7f\\"]')
-_TCL_SPECIAL = re.compile(r'[\\"$\[\]\n\r]')
+_TCL_SPECIAL = re.compile(r'[\\"$\[\]{}\n\r]|[^\x00-\x7f]')
+# Non-ASCII as \uXXXX (UTF-16 units): Tcl then reads it the same whatever encoding it reads the file in
+# (Lmod's Tcl reader takes files as Latin-1). Characters beyond U+FFFF, as surrogate pairs, come out right
+# in Environment Modules, not in Lmod reading the Tcl tree (admin_docs/modules.md).
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _TCL_BARE = re.compile(r"[A-Za-z0-9_./:+@%=,-]+")
 _TCL_CHUNK = 48   # characters of a string per line: generated Tcl stays within tclint's line length
-# Up to 44 characters, never splitting an escape or ${root} (longer only when full of escapes).
-_TCL_CHUNKS = re.compile(r"(?:\$\{root\}|\\.|[^\\]){1,44}", re.S)
+# The pieces a long Tcl word is split into, never inside an escape or ${root}.
+_TCL_TOKENS = re.compile(r"\$\{root\}|\\u[0-9a-f]{4}|\\.|[^\\]", re.S)
 
 
 def lua_string(text):
@@ -75,9 +82,16 @@ def lua_long_string(text):
     return f"[{'=' * level}[\n{text}]{'=' * level}]"
 
 
+def _utf16_escape(match):
+    units = match.group().encode("utf-16-be")
+    return "".join("\\u%02x%02x" % (units[i], units[i + 1]) for i in range(0, len(units), 2))
+
+
 def _tcl_escape(text):
     text = str(text)
-    return text.translate(_TCL_ESCAPES) if _TCL_SPECIAL.search(text) else text
+    if not _TCL_SPECIAL.search(text):
+        return text
+    return _NON_ASCII.sub(_utf16_escape, text.translate(_TCL_ESCAPES))
 
 
 def _tcl_quoted(escaped, indent):
@@ -85,8 +99,13 @@ def _tcl_quoted(escaped, indent):
     several lines."""
     if len(escaped) <= _TCL_CHUNK:
         return f'"{escaped}"'
+    chunks = [""]
+    for token in _TCL_TOKENS.findall(escaped):   # up to 44 characters a line
+        if len(chunks[-1]) + len(token) > 44:
+            chunks.append("")
+        chunks[-1] += token
     sep = '" \\\n' + " " * indent + '"'
-    return '[join [list "' + sep.join(_TCL_CHUNKS.findall(escaped)) + '"] ""]'
+    return '[join [list "' + sep.join(chunks) + '"] ""]'
 
 
 def tcl_word(text, indent=4):
@@ -96,6 +115,13 @@ def tcl_word(text, indent=4):
     if text and len(text) <= _TCL_CHUNK and _TCL_BARE.fullmatch(text):
         return text
     return _tcl_quoted(_tcl_escape(text), indent)
+
+
+def tcl_comment(text):
+    """``text`` for the rest of a Tcl comment line: a trailing backslash would continue the comment onto
+    the next line (swallowing it), so one gets a space after it."""
+    text = str(text)
+    return text + " " if text.endswith("\\") else text
 
 
 def lua_path(value):
@@ -124,21 +150,47 @@ def prefix_env(entry):
     return tuple(ops)
 
 
+def _check_text(ctx):
+    """Refuse a control character in any text of a module's context: templates escape everything else,
+    but nothing carries those safely (sitedist.spec.text; configs and recipes are checked at load with
+    their file:line, this guards what reaches the templates by any other way)."""
+    multiline = {"description", "help", "header", "footer"}
+
+    def visit(key, value):
+        if isinstance(value, str):
+            char = control_character(value, multiline=key in multiline)
+            if char is not None:
+                raise ModulesError(f"module {ctx['fullname']}: its {key} holds the control character {char!r}, "
+                                   "which modulefiles and the shell code module tools emit cannot carry as text; "
+                                   "remove it from the recipe or config")
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                visit(key, item)
+
+    for key, value in ctx.items():
+        visit(key, value)
+    return ctx
+
+
 def module_context(m, tree_root, header=(), footer=()):
     """The template context of planned module ``m`` in the tree published at ``tree_root``."""
     e = m.entry
-    return {
+    env = prefix_env(e) + tuple(e.env)
+    return _check_text({
         "name": m.name, "version": m.version, "fullname": m.fullname,
         "package": e.name, "package_version": e.version, "kind": e.kind, "family": m.family,
         "description": e.description, "homepage": e.homepage, "artifact_id": e.artifact_id,
         "prefix": e.prefix, "toolchain": e.toolchain,
         "compiler": " ".join(e.compiler) if e.compiler else "", "mpi": " ".join(e.mpi) if e.mpi else "",
-        "options": tuple(e.options), "root_var": root_var(e.name),
-        "env": prefix_env(e) + tuple(e.env),
+        "options": tuple(e.options), "root_var": root_var(e.name, e.kind),
+        "env": env,
+        # MANPATH values it adds: when MANPATH was unset, the module keeps an empty element in it, so that
+        # man still searches the system's manuals (see the templates).
+        "man_dirs": tuple(value for op, var, value in env if var == "MANPATH" and op != "set"),
         "depends": m.depends, "requires": m.requires,
         "use": f"{tree_root}/{m.opens}" if m.opens else "",
         "header": tuple(header), "footer": tuple(footer),
-    }
+    })
 
 
 class Renderer:
@@ -160,7 +212,7 @@ class Renderer:
                                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                                       autoescape=False)
         self.env.filters.update(lua=lua_string, lua_long=lua_long_string, lua_path=lua_path,
-                                tcl=tcl_word, tcl_path=tcl_path)
+                                tcl=tcl_word, tcl_path=tcl_path, tcl_comment=tcl_comment)
         digest = hashlib.sha256()
         for d in dirs:
             for path in sorted(p for p in d.rglob("*") if p.is_file()):

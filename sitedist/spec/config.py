@@ -17,6 +17,7 @@ from sitedist.errors import ConfigError
 from sitedist.spec.doc_cache import DocCache
 from sitedist.spec.marked_yaml import MarkedDict, MarkedList, mark_at
 from sitedist.spec.schema import SITE_CONFIG
+from sitedist.spec.text import check_text
 
 SEARCH_LISTS = ("recipes", "mirrors", "upstreams")
 # (dotted key, kind) of every path-valued setting; '*' stands for any key of a mapping.
@@ -239,6 +240,10 @@ def load_config(path, cache=None):
                 raise ConfigError("modules: 'root' is required (where the module tree is published)",
                                   where=str(raw.mark_of("modules")),
                                   hint="add e.g. 'root: /opt/site/modules' under 'modules:'")
+        # Text and paths that modulefiles carry (as comments, the prefixes' directory, MODULEPATH).
+        for key in ("header", "footer", "root"):
+            check_text(modules[key], f"modules.{key}", str(mark_at(raw, ("modules", key)) or path),
+                       multiline=key != "root")
         modules["defaults"] = {k: str(v) for k, v in (modules.get("defaults") or {}).items()}
         modules["formats"] = list(modules["formats"])
         modules["disambiguate"] = list(modules["disambiguate"])
@@ -258,6 +263,7 @@ def load_config(path, cache=None):
         )
 
     store_root = os.path.normpath(store["root"])
+    check_text(store_root, "store root", str(mark_at(raw, ("store",)) or path))
     roots = [(modules["root"], ("modules", "root"))] if modules else []
     roots += [(p.root, ("profiles", name)) for name, p in profiles.items()]
     for root, where in roots:  # not 'path': that is the config's own path, kept in SiteConfig.path

@@ -17,6 +17,7 @@ from sitedist.spec import shell
 from sitedist.spec.doc_cache import DocCache
 from sitedist.spec.marked_yaml import mark_at
 from sitedist.spec.schema import RECIPE
+from sitedist.spec.text import check_text
 
 
 @dataclass
@@ -100,6 +101,7 @@ def load_recipe(path, expected_name=None, cache=None):
             raise ConfigError(f"patch file not found: {file}", where=str(doc["patches"].mark_of(i)),
                               hint="patch paths are relative to the recipe file")
         patches.append((file, patch.get("strip", 1)))
+    _check_module_text(doc)
     build = doc["build"]
     if build == "commands" and not doc.get("commands"):
         raise ConfigError("build: commands needs a 'commands' list of bash lines",
@@ -124,6 +126,16 @@ def load_recipe(path, expected_name=None, cache=None):
             raise ConfigError(f"option {key}: default {spec['default']!r} is not one of its values",
                               where=recipe.where("options", key))
     return recipe
+
+
+def _check_module_text(doc):
+    """The recipe's text that its modulefiles carry: no control characters (a description may span lines)."""
+    for key in ("description", "homepage"):
+        if key in doc:
+            check_text(doc[key], key, str(mark_at(doc, [key])), multiline=key == "description")
+    for op, variables in (doc.get("env") or {}).items():
+        for var, value in (variables or {}).items():
+            check_text(value, f"env.{op}.{var}", str(mark_at(doc, ["env", op, var])))
 
 
 class RecipeIndex:

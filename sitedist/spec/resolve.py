@@ -20,8 +20,9 @@ from sitedist.core.sources import source_identity
 from sitedist.core.versions import version_key
 from sitedist.errors import ConfigError, SitedistError
 from sitedist.spec.recipe import RecipeIndex, render_script
+from sitedist.spec.schema import check_root_vars
 
-BUILDER = 1  # version of the build environment the builder sets up; part of every hash
+BUILDER = 2  # version of the build environment the builder sets up; part of every hash
 
 
 @dataclass(eq=False)
@@ -197,6 +198,7 @@ class Resolver:
             if node.key not in seen:
                 seen.add(node.key)
                 nodes.append(node)
+        check_root_vars((n.name, n.kind, n.recipe.where("name") if n.recipe else n.where) for n in nodes)
         return Plan(nodes=nodes, roots=roots, targets=list(self.targets.values()))
 
 

@@ -21,10 +21,42 @@ HELP_URL = r"\A(https?://|mailto:|/|\./)[^\s<>\"']*\Z"   # a link on the catalog
 
 
 
-def root_var(name):
-    """``<NAME>_ROOT`` for a package name: upper case, anything not a letter, digit or '_' becomes '_'.
-    Builds see it for each dependency, modules set it for their package."""
-    return re.sub(r"[^A-Z0-9_]", "_", name.upper()) + "_ROOT"
+# <NAME>_ROOT variables that a tool reads with a meaning of its own, so a module or build must never point
+# them at a store prefix: Debian's gcc driver relocates its search directories by GCC_ROOT (then it cannot
+# find stddef.h); Lmod reads LMOD_ROOT and MODULEPATH_ROOT. And prefixes of variables that tools parse by
+# name: Open MPI, PMIx and PRRTE take every OMPI_MCA_*, PMIX_MCA_*, PRTE_MCA_* as a parameter; Lmod and
+# Environment Modules read LMOD_* and MODULES_* as settings.
+TOOL_ROOT_VARS = frozenset({"GCC_ROOT", "LMOD_ROOT", "MODULEPATH_ROOT"})
+TOOL_VAR_PREFIXES = ("OMPI_MCA_", "PMIX_MCA_", "PRTE_MCA_", "LMOD_", "MODULES_")
+
+
+def root_var(name, kind="package"):
+    """The variable that holds an artifact's prefix, in its module and in the builds that depend on it
+    (admin_docs/modules.md, "Which <NAME>_ROOT"). For a package built from a recipe: ``<NAME>_ROOT``, the
+    name in upper case with anything not a letter, digit or '_' as '_' (CMake's find_package reads
+    ``<PackageName>_ROOT``). ``SITEDIST_<NAME>_ROOT`` instead for host compilers and MPIs (their prefix
+    is a directory of driver links, not an installation that a vendor variable could describe), for a
+    name starting with a digit (not a shell variable name otherwise) and for a variable a tool reads
+    (``GCC_ROOT``). Names that map to one variable are refused by ``check_root_vars``."""
+    var = re.sub(r"[^A-Z0-9_]", "_", name.upper()) + "_ROOT"
+    if kind != "package" or var[0].isdigit() or var in TOOL_ROOT_VARS or var.startswith(TOOL_VAR_PREFIXES):
+        return "SITEDIST_" + var
+    return var
+
+
+def check_root_vars(named):
+    """Raise ConfigError when two different names of ``named`` ((name, kind, where) triples) would set
+    one variable: ``foo-bar``, ``foo.bar`` and ``foo_bar`` all give ``FOO_BAR_ROOT``."""
+    seen = {}
+    for name, kind, where in named:
+        var = root_var(name, kind)
+        other = seen.setdefault(var, (name, where))
+        if other[0] != name:
+            raise ConfigError(f"packages {other[0]!r} and {name!r} would both set {var}, the variable that "
+                              f"holds a package's prefix in its module and in builds", where=where or other[1],
+                              hint=f"rename one of them (its recipe's name and file), or drop one from the "
+                                   f"config; {other[0]!r} is at {other[1] or 'the host probe'}")
+    return seen
 
 
 _strings = {"type": "array", "items": {"type": "string"}}
