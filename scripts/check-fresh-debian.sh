@@ -75,6 +75,13 @@ in_root() {  # a login shell of a fresh machine: root's usual environment, nothi
 echo "== installing git, cloning"
 in_root bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git >/dev/null' \
   > "$work/git.log" 2>&1 || { tail -20 "$work/git.log"; exit 1; }
+# This machine's network, not what is being tried: local CAs (e.g. a TLS-inspecting proxy's), without
+# which PyPI cannot be reached from the root, are trusted there as here.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+  in_root bash -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ca-certificates >/dev/null &&
+                   update-ca-certificates' >> "$work/git.log" 2>&1 || { tail -20 "$work/git.log"; exit 1; }
+fi
 in_root git -c safe.directory='*' clone -q /mnt/src /root/sitedist
 in_root git -C /root/sitedist log --oneline -1
 if ((with_shared)); then

@@ -72,6 +72,7 @@ def work():
     open_path(work)
     for sub in ("sitedist", "modulefiles_templates"):
         shutil.copytree(os.path.join(REPO, sub), work / "code" / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(os.path.join(REPO, "setup.py"), work / "code")  # a root-owned checkout users can install from
     shutil.copytree(os.path.join(REPO, "site_configs", "recipes"), work / "recipes")
     sums = [line for line in open(os.path.join(SOURCES, "SHA256SUMS")) if line.split()[-1] in SITE_SOURCES]
     assert len(sums) == len(SITE_SOURCES), sums
@@ -234,3 +235,20 @@ def test_syncing_into_the_site_store_is_refused(work, user, site):
                 "Nothing was changed.") in proc.stderr
         assert f"list {site}/store under 'upstreams:'" in proc.stderr
     assert tree_digest(site) == before
+
+
+def test_a_user_installs_sitedist_from_a_checkout_they_cannot_write(work, user):
+    """pip builds from the root-owned checkout (setup.py builds in a temporary directory when it cannot
+    write there), nothing is written into it, and the installed copy runs."""
+    if not (work / "venv").exists():
+        pytest.skip("needs a virtual environment made from /usr/bin/python3 (bash .ci/setup.sh makes .venv)")
+    before = tree_digest(work / "code")
+    target = os.path.join(user.home, "installed")
+    user.run(*user.argv, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--no-index",
+             "--no-build-isolation", "--target", target, str(work / "code"))
+    assert tree_digest(work / "code") == before, "the install wrote into the checkout"
+    ran = user.run("env", f"PYTHONPATH={target}", *user.argv, "-c",
+                   "import sitedist.cli.main, sitedist; print(sitedist.__file__)")
+    assert ran.stdout.strip() == os.path.join(target, "sitedist", "__init__.py")
+    assert user.run("env", f"PYTHONPATH={target}", *user.argv, "-m", "sitedist.cli.main", "--version").stdout \
+        .startswith("sitedist, version ")
