@@ -179,6 +179,39 @@ def private_use_character_in_a_command(site, tmp):
     return ["sync", cfg], ["pu.yml:", "private-use character"]
 
 
+# --- YAML and config values (item 11) --------------------------------------------------------------
+
+@row()
+def unclosed_brace_in_a_config(site, tmp):
+    text = open(site.config(tmp)).read().replace("packages: {beta: {}, alpha: {}}",
+                                                 "packages:\n  beta: {}\n  alpha: {options: {msg: x}\n  gamma: {}")
+    cfg = write(tmp / "site2.yml", text)
+    opened = next(i for i, line in enumerate(text.splitlines(), 1) if "alpha: {options" in line)
+    return ["sync", cfg], [f"site2.yml:{opened}: YAML syntax error: the '{{' opened at line {opened} is not closed",
+                           "hint: add '}'"]
+
+
+@row()
+def module_format_named_as_in_spack(site, tmp):
+    text = open(site.config(tmp)).read().replace(f"modules: {{root: {site.modules}}}",
+                                                  f"modules: {{root: {site.modules}, formats: [lmod]}}")
+    return ["sync", write(tmp / "site2.yml", text)], \
+        ["modules.formats.0: 'lmod' is not one of lua, tcl", "hint: did you mean 'lua'?"]
+
+
+@row()
+def recipe_option_value_not_allowed(site, tmp):
+    cfg = one_recipe(site, tmp, "ov", """
+        name: ov
+        versions: {"1.0": {path: .}}
+        options: {mode: {default: fast, values: [fast, safe]}}
+        build: commands
+        commands: ['true']
+        """)
+    cfg = write(tmp / "site.yml", open(cfg).read().replace("ov: {}", "ov: {options: {mode: sfae}}"))
+    return ["sync", cfg], ["option mode='sfae' is not one of ['fast', 'safe']", "did you mean 'safe'?"]
+
+
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_bad_input_is_refused_and_changes_nothing(site, tmp_path, name):  # noqa: F811
     fn, build_time = ROWS[name]

@@ -106,39 +106,66 @@ def load_text(text, filename):
     except ConfigError:
         raise
     except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        where = f"{filename}:{line}" if line else filename
-        problem = exc.problem or "invalid YAML"
-        if "could not determine a constructor" in str(exc):
-            problem = f"YAML tags are not allowed here ({problem})"
-        raise ConfigError(f"YAML syntax error: {problem}", where=where,
-                          hint=exc.context or "check indentation and quoting on this line") from None
+        raise _syntax_error(exc, filename) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"YAML error: {exc}", where=filename) from None
     finally:
         loader.dispose()
 
 
+_OPENERS = {"flow mapping": "'{'", "flow sequence": "'['", "quoted scalar": "quote"}
+
+
+def _syntax_error(exc, filename):
+    """A ConfigError for a YAML syntax error: the line where the parser noticed it and, when something
+    opened earlier is still open (a bracket, a brace, a quote), the line that opened it: that is
+    usually the line to fix."""
+    line = exc.problem_mark.line + 1 if exc.problem_mark else None
+    where = f"{filename}:{line}" if line else filename
+    problem = exc.problem or "invalid YAML"
+    if "could not determine a constructor" in str(exc):
+        return ConfigError(f"YAML syntax error: YAML tags are not allowed here ({problem})", where=where,
+                           hint=exc.context or "remove the tag (!!python/..., !name): values are plain data")
+    opened = exc.context_mark.line + 1 if exc.context_mark else None
+    what = next((v for k, v in _OPENERS.items() if k in (exc.context or "")), None)
+    if what and opened and opened != line:
+        closer = {"'{'": "'}'", "'['": "']'"}.get(what, "the closing quote")
+        return ConfigError(f"YAML syntax error: the {what} opened at line {opened} is not closed ({problem} "
+                           f"at line {line})", where=f"{filename}:{opened}",
+                           hint=f"add {closer} where the value ends on line {opened}, or check the lines "
+                                f"between {opened} and {line}")
+    hint = exc.context or "check indentation and quoting on this line"
+    if exc.context and opened and opened != line:
+        hint += f" (started at line {opened})"
+    return ConfigError(f"YAML syntax error: {problem}", where=where, hint=hint)
+
+
 MAX_VALUES = 100_000
 
 
 def _check_size(doc, filename):
-    """Refuse documents whose aliases expand to more than MAX_VALUES values (a "billion laughs" bomb
-    would make every later step that walks the document take forever)."""
+    """Refuse documents whose aliases add more than MAX_VALUES values (a "billion laughs" bomb would
+    make every later step that walks the document take forever). A large document without aliases is
+    as big as its text and is fine."""
     sizes = {}
+    written = 0   # values as written: each mapping or list once, however often an alias repeats it
 
     def size(node):
+        nonlocal written
         if not isinstance(node, (dict, list)):
             return 1
         key = id(node)
         if key not in sizes:
             sizes[key] = 0  # a recursive alias counts once
-            children = node.values() if isinstance(node, dict) else node
+            children = list(node.values() if isinstance(node, dict) else node)
+            written += 1 + sum(1 for child in children if not isinstance(child, (dict, list)))
             sizes[key] = 1 + sum(size(child) for child in children)
         return sizes[key]
 
-    if size(doc) > MAX_VALUES:
-        raise ConfigError(f"the document expands to more than {MAX_VALUES} values through YAML aliases",
+    expanded = size(doc)
+    if expanded - written > MAX_VALUES:
+        raise ConfigError(f"the document expands to {expanded} values through YAML aliases (more than "
+                          f"{MAX_VALUES} beyond the {written} written)",
                           where=filename, hint="use fewer or smaller aliases (&name / *name)")
 
 

@@ -16,7 +16,7 @@ from sitedist.errors import ConfigError
 from sitedist.spec import shell
 from sitedist.spec.doc_cache import DocCache
 from sitedist.spec.marked_yaml import mark_at
-from sitedist.spec.schema import RECIPE
+from sitedist.spec.schema import RECIPE, did_you_mean
 from sitedist.spec.text import check_text
 
 
@@ -63,7 +63,7 @@ class Recipe:
             allowed = spec.get("values")
             if allowed is not None and value not in allowed:
                 raise ConfigError(f"package {self.name}: option {key}={value!r} is not one of {allowed}",
-                                  where=where)
+                                  where=where, hint=did_you_mean(value, allowed))
             if type(value) is not type(spec["default"]) and not (
                     isinstance(value, (int, float)) and isinstance(spec["default"], (int, float))
                     and not isinstance(value, bool)):

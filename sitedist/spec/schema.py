@@ -289,6 +289,26 @@ RECIPE = {
     },
 }
 
+# What users of other tools write for a value of ours (Spack's module formats, build systems' names).
+SYNONYMS = {
+    "lmod": "lua", "environment-modules": "tcl", "envmodules": "tcl", "tmod": "tcl", "tclmod": "tcl",
+    "modules": "tcl", "hierarchy": "hierarchical", "hierarchic": "hierarchical", "lmod-hierarchy": "hierarchical",
+    "autoconf": "autotools", "configure": "autotools", "gnu": "autotools", "makefile": "make",
+    "script": "commands", "shell": "commands", "bash": "commands", "compiler": "toolchain", "variant": "options",
+    "variants": "options",
+}
+
+
+def did_you_mean(value, allowed):
+    """A hint for a value that is not one of ``allowed``: its synonym, a close spelling, or the list."""
+    text = str(value).strip().lower()
+    choices = [str(a) for a in allowed]
+    if SYNONYMS.get(text) in choices:
+        return f"did you mean '{SYNONYMS[text]}'? ('{value}' is called '{SYNONYMS[text]}' here)"
+    close = difflib.get_close_matches(text, choices, n=1)
+    return f"did you mean '{close[0]}'?" if close else f"use one of: {', '.join(choices)}"
+
+
 _validators = {}
 
 
@@ -342,11 +362,16 @@ def _describe(error, document, filename):
                 VERSION: "versions are letters, digits and _ + . ~ - (no '/', no '..')",
                 HELP_URL: "an http(s):// or mailto: URL, or a path on the web server starting with / or ./",
                 }.get(error.validator_value)
+    elif validator == "enum":
+        message = f"{dotted}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+        hint = did_you_mean(error.instance, error.validator_value)
     elif validator in ("anyOf", "oneOf"):
         message = f"{dotted}: {error.instance!r} does not have a valid form"
         best = min(error.context, key=lambda e: len(list(e.absolute_path)), default=None) if error.context else None
         if best is not None:
             hint = best.message
+            if best.validator == "enum":
+                hint += "; " + did_you_mean(best.instance, best.validator_value)
     elif validator == "type" and error.validator_value == ["string", "integer", "boolean"]:
         message = f"{dotted}: expected a string, integer or boolean, got {_json_type(error.instance)} {error.instance!r}"
         hint = f'write it as a string: "{error.instance}"' if isinstance(error.instance, float) else None
