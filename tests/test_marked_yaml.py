@@ -25,7 +25,7 @@ def test_an_alias_bomb_is_refused_with_what_it_expands_to():
     for prev, name in zip("abcde", "bcdef"):
         lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
     msg = error("\n".join(lines) + "\n", "bomb.yml")
-    assert msg.startswith("bomb.yml: the document expands to") and "through YAML aliases" in msg
+    assert msg.startswith(f"bomb.yml: the document expands to more than {MAX_VALUES} values through YAML aliases")
     assert "&name / *name" in msg
 
 

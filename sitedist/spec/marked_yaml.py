@@ -164,8 +164,8 @@ def _check_size(doc, filename):
 
     expanded = size(doc)
     if expanded - written > MAX_VALUES:
-        raise ConfigError(f"the document expands to {expanded} values through YAML aliases (more than "
-                          f"{MAX_VALUES} beyond the {written} written)",
+        raise ConfigError(f"the document expands to more than {MAX_VALUES} values through YAML aliases "
+                          f"({expanded} values from {written} written)",
                           where=filename, hint="use fewer or smaller aliases (&name / *name)")
 
 

@@ -122,7 +122,7 @@ SITE_CONFIG = {
                 "qos": {"type": "string", "minLength": 1},
                 # Slurm's walltime syntax: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
                 "time": {"anyOf": [{"type": "integer", "minimum": 1},
-                                   {"type": "string", "pattern": r"^([0-9]+-)?[0-9]+(:[0-9]+){0,2}$"}]},
+                                   {"type": "string", "pattern": r"\A([0-9]+-)?[0-9]+(:[0-9]+){0,2}\Z"}]},
                 "cpus_per_build": {"type": "integer", "minimum": 1},
                 "extra_args": _strings,
                 "poll": {"type": "number", "exclusiveMinimum": 0},
