@@ -77,7 +77,7 @@ def lua_long_string(text):
     """A Lua long string ``[==[...]==]`` with a level its content does not close."""
     text = str(text)
     level = 0
-    while f"]{'=' * level}]" in text:
+    while (text + f"]{'=' * level}]").find(f"]{'=' * level}]") != len(text):  # also a text ending in ']'
         level += 1
     return f"[{'=' * level}[\n{text}]{'=' * level}]"
 
