@@ -103,3 +103,21 @@ def sources():
     if missing:
         pytest.fail(f"sources missing from {SOURCES}: {', '.join(missing)}; run: python3 scripts/fetch_sources.py")
     return SOURCES
+
+
+# --- fast unit tests and slow integration tests ---------------------------------------------------
+# `pytest -m "not slow" tests` runs the unit tests of pure functions (script rendering and quoting,
+# Lua/Tcl escaping, version order, name validation, the hash document, YAML loading, planning) in
+# seconds. Every test in any other file is marked slow (they spawn the CLI, build real packages, run
+# real module systems); in the files below, a test that builds is marked slow itself, and any test
+# using the shared store or the real sources is slow too.
+UNIT_FILES = {"test_hashing.py", "test_marked_yaml.py", "test_modules_plan.py", "test_names.py",
+              "test_versions.py", "test_escaping.py", "test_recipe_scripts.py", "test_progress.py",
+              "test_report.py", "test_scheduler.py", "test_caches.py"}
+SLOW_FIXTURES = {"shared_store", "sources"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name not in UNIT_FILES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

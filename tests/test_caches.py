@@ -144,6 +144,7 @@ def test_root_does_not_load_a_users_documents_cache(tmp_path, other, caplog):
 
 # --- the probe cache, through a real sync ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_root_does_not_use_a_probe_result_planted_by_a_user(tmp_path, other):
     """The planted result names the user's 'gcc' (a script that leaves a mark when root runs it)."""
     recipes = tmp_path / "recipes"

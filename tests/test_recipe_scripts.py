@@ -160,6 +160,7 @@ def test_empty_values_vanish_from_argument_lists(tmp_path):
     assert got == ["--x=", "a"]
 
 
+@pytest.mark.slow
 def test_a_real_build_keeps_a_hostile_value_literal_in_every_context(tmp_path):
     """sitedist sync, a real `build: commands` build: the value reaches files written from unquoted,
     double-quoted, single-quoted and here-document contexts of commands, pre_build and post_install,
