@@ -10,7 +10,7 @@ import re
 import pytest
 
 from conftest import REPO, run_cli, site_config
-from modtools import ModuleShell, em5_init  # noqa: F401 (em5_init is a fixture)
+from modtools import LMOD_INIT, ModuleShell, em5_init  # noqa: F401 (em5_init is a fixture)
 from storetools import synthetic
 
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
@@ -115,3 +115,41 @@ def test_a_build_sees_the_variable_its_dependency_module_sets(tmp_path, request,
         r = sh.run("module load 7zip 2>&1; snap s; 7zip")
         assert r.snaps["s"]["SITEDIST_7ZIP_ROOT"] == prefix, r.stdout + r.stderr
         assert "error" not in (r.stdout + r.stderr).lower() and "invalid" not in r.stderr, r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def man_tree(tmp_path_factory):
+    """Two packages with manual pages, published as Lua and Tcl modules."""
+    tmp = tmp_path_factory.mktemp("man")
+    recipes = tmp / "recipes"
+    for name in ("ma", "mb"):
+        synthetic(recipes, name, commands=[
+            f'mkdir -p "$PREFIX/share/man/man1" && printf \'.TH {name.upper()} 1\\n\' > "$PREFIX/share/man/man1/{name}.1"'])
+    config = site_config(tmp, {"ma": None, "mb": None}, store=tmp / "store", recipes=[recipes],
+                         extra=f"modules: {{root: {tmp}/modules}}\n")
+    run_cli("sync", config)
+    return tmp
+
+
+@pytest.mark.parametrize("tool_fmt", [("lmod", "lmod"), ("lmod", "tcl"), ("em5", "tcl")], ids="-".join)
+def test_man_finds_the_system_pages_with_modules_loaded(man_tree, tool_fmt, tmp_path, request):
+    tool, tree = tool_fmt
+    init = LMOD_INIT if tool == "lmod" else request.getfixturevalue("em5_init")
+    sh = ModuleShell(init, f"{man_tree}/modules/{tree}", tmp_path)
+    man = 'echo "$1 ls=$(man -w ls 2>&1) ma=$(man -w ma 2>&1) mb=$(man -w mb 2>&1)"'
+    r = sh.run(f"m() {{ {man}; }}\n"
+               "unset MANPATH; snap before; module load ma; m ma; module load mb; m ab; module unload ma; m b\n"
+               "module unload mb; snap after\n"
+               "export MANPATH=/usr/share/man; snap before2; module load ma; m set; snap loaded2\n"
+               "module unload ma; snap after2")
+    lines = {line.split()[0]: line for line in r.stdout.splitlines()}
+    system = "ls=/usr/share/man/man1/ls.1"
+    assert system in lines["ma"] and "/share/man/man1/ma.1" in lines["ma"], lines["ma"]
+    assert system in lines["ab"] and "/share/man/man1/mb.1" in lines["ab"], lines["ab"]
+    if (tool, tree) != ("lmod", "tcl"):   # Lmod reading Tcl modulefiles: the first one unloaded takes it
+        assert system in lines["b"] and "/share/man/man1/mb.1" in lines["b"], lines["b"]
+    assert "MANPATH" not in r.snaps["after"], "unloading left MANPATH set"
+    # A MANPATH the user set is theirs: used as it is, and restored.
+    assert system in lines["set"] and "/share/man/man1/ma.1" in lines["set"], lines["set"]
+    assert r.snaps["loaded2"]["MANPATH"].split(":")[1:] == ["/usr/share/man"], r.snaps["loaded2"]["MANPATH"]
+    assert r.snaps["after2"]["MANPATH"] == "/usr/share/man"

@@ -16,7 +16,7 @@ import jinja2
 
 from sitedist.errors import ModulesError
 from sitedist.spec.schema import root_var
-from sitedist.spec.text import control_character
+from sitedist.spec.text import problem
 
 def _builtin_templates():
     """The shipped templates: beside the package in a source checkout or editable install, else where
@@ -151,24 +151,25 @@ def prefix_env(entry):
 
 
 def _check_text(ctx):
-    """Refuse a control character in any text of a module's context: templates escape everything else,
-    but nothing carries those safely (sitedist.spec.text; configs and recipes are checked at load with
-    their file:line, this guards what reaches the templates by any other way)."""
-    multiline = {"description", "help", "header", "footer"}
-
-    def visit(key, value):
+    """Refuse text in a module's context that no modulefile can carry (sitedist.spec.text: control
+    characters; what Lmod's reader of Tcl modulefiles does not escape). Configs and recipes are checked
+    at load with their file:line; this guards what reaches the templates by any other way."""
+    def visit(key, value, path=False):
         if isinstance(value, str):
-            char = control_character(value, multiline=key in multiline)
-            if char is not None:
-                raise ModulesError(f"module {ctx['fullname']}: its {key} holds the control character {char!r}, "
-                                   "which modulefiles and the shell code module tools emit cannot carry as text; "
-                                   "remove it from the recipe or config")
+            why = problem(value, multiline=key in ("description", "header", "footer"), path=path)
+            if why is not None:
+                raise ModulesError(f"module {ctx['fullname']}: its {key} {value!r}: {why}; change it in the "
+                                   "recipe or config")
         elif isinstance(value, (tuple, list)):
             for item in value:
                 visit(key, item)
 
     for key, value in ctx.items():
-        visit(key, value)
+        if key == "env":
+            for op, var, text in value:
+                visit(f"env {var}", text, path=op != "set")
+        else:
+            visit(key, value, path=key in ("prefix", "use"))
     return ctx
 
 

@@ -243,7 +243,7 @@ def load_config(path, cache=None):
         # Text and paths that modulefiles carry (as comments, the prefixes' directory, MODULEPATH).
         for key in ("header", "footer", "root"):
             check_text(modules[key], f"modules.{key}", str(mark_at(raw, ("modules", key)) or path),
-                       multiline=key != "root")
+                       multiline=key != "root", path=key == "root")
         modules["defaults"] = {k: str(v) for k, v in (modules.get("defaults") or {}).items()}
         modules["formats"] = list(modules["formats"])
         modules["disambiguate"] = list(modules["disambiguate"])
@@ -263,7 +263,7 @@ def load_config(path, cache=None):
         )
 
     store_root = os.path.normpath(store["root"])
-    check_text(store_root, "store root", str(mark_at(raw, ("store",)) or path))
+    check_text(store_root, "store root", str(mark_at(raw, ("store",)) or path), path=True)
     roots = [(modules["root"], ("modules", "root"))] if modules else []
     roots += [(p.root, ("profiles", name)) for name, p in profiles.items()]
     for root, where in roots:  # not 'path': that is the config's own path, kept in SiteConfig.path

@@ -71,6 +71,7 @@ class Recipe:
                                   f"{type(spec['default']).__name__}, got {value!r}", where=where)
             if isinstance(value, str) and ("\0" in value or "\n" in value):
                 raise ConfigError(f"package {self.name}: option {key} contains a NUL or newline", where=where)
+            check_text(value, f"package {self.name}: option {key}", where)   # its module's help shows it
             resolved[key] = value
         return resolved
 
@@ -135,7 +136,7 @@ def _check_module_text(doc):
             check_text(doc[key], key, str(mark_at(doc, [key])), multiline=key == "description")
     for op, variables in (doc.get("env") or {}).items():
         for var, value in (variables or {}).items():
-            check_text(value, f"env.{op}.{var}", str(mark_at(doc, ["env", op, var])))
+            check_text(value, f"env.{op}.{var}", str(mark_at(doc, ["env", op, var])), path=op != "set")
 
 
 class RecipeIndex:
