@@ -61,6 +61,8 @@ JobCompType=jobcomp/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
+# Start a job as soon as its dependencies end (the default waits up to 3 s to batch submissions).
+SchedulerParameters=batch_sched_delay=0
 ReturnToService=2
 # A cancelled or timed-out job gets SIGTERM, then SIGKILL 5 s later.
 KillWait=5
