@@ -43,6 +43,7 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
 RESERVED = ("--parsable", "--dependency", "-d", "--kill-on-invalid-dep", "--job-name", "-J", "--output",
             "-o", "--error", "-e", "--wrap", "--cpus-per-task", "-c", "--array", "-a", "--wait", "-W")
 TAIL_LINES = 20
+RESULT_GRACE = 30.0  # seconds to wait for the result file of a job Slurm says has ended by itself
 
 
 @dataclass
@@ -109,6 +110,7 @@ class _Slurm:
     start: Optional[float] = None
     end: Optional[float] = None
     outcome: Optional[str] = None  # 'done' | 'failed' | 'skipped'
+    ended: Optional[float] = None  # when Slurm first said it ended, while its result is awaited
 
 
 def _run(argv, **kw):
@@ -158,6 +160,9 @@ class _Watcher:
                 self._poll()
                 if any(s.outcome is None for s in self.submitted.values()):
                     time.sleep(self.settings.poll)
+            # Skipped jobs are cancelled by Slurm (--kill-on-invalid-dep) or by us; make sure none is left
+            # pending when the sync returns.
+            self.cancel([s for s in self.submitted.values() if s.outcome == "skipped"], wait=True, quiet=5.0)
         except BaseException:
             self.cancel([s for s in self.submitted.values() if s.outcome is None], wait=True)
             raise
@@ -264,8 +269,14 @@ class _Watcher:
             self._finish(sub, result)
         elif state in TERMINAL or not state:
             # Ended (or gone from squeue) without a result; read once more: it may have been written
-            # between the two looks.
+            # between the two looks. A job that exited by itself wrote one: on NFS this host may not see
+            # the new file at once (cached directory entries), so it is looked for a while longer.
             result = _read_json(sub.result_path)
+            if result is None and state in ("COMPLETED", "FAILED", ""):
+                sub.ended = sub.ended or time.time()
+                if time.time() - sub.ended < RESULT_GRACE:
+                    _refresh(self.job_dir)
+                    return
             failed_dep = next((d for d in self.deps[key] if self.submitted[d].outcome in ("failed", "skipped")),
                               None)
             if result is not None:
@@ -347,24 +358,40 @@ class _Watcher:
 
     # --- control ---------------------------------------------------------------------------------
 
-    def cancel(self, subs, wait=False, timeout=60.0):
-        """scancel ``subs``; with ``wait``, until none of them is left in squeue (or ``timeout``)."""
+    def cancel(self, subs, wait=False, timeout=60.0, quiet=0.0):
+        """scancel ``subs``; with ``wait``, until none of them is left in squeue (or ``timeout``). With
+        ``quiet``, first give Slurm that many seconds to end them itself, and scancel only what is left."""
         ids = [s.job_id for s in subs]
         if not ids:
             return
-        _run(["scancel", *ids])
+        deadline = time.time() + quiet
+        while True:
+            left = _run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i"]).stdout.split() if quiet else ids
+            if not left or time.time() >= deadline:
+                break
+            time.sleep(0.5)
+        if left:
+            _run(["scancel", *left])
         if not wait:
             return
         deadline = time.time() + timeout
-        while time.time() < deadline:
+        while left and time.time() < deadline:
             left = _run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i"]).stdout.split()
-            if not left:
-                return
-            time.sleep(0.5)
+            if left:
+                time.sleep(0.5)
 
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _refresh(directory):
+    """List ``directory``: on NFS this revalidates its cached entries, so a file created on another
+    node shows up."""
+    try:
+        os.listdir(directory)
+    except OSError:
+        pass
 
 
 def _read_json(path):
