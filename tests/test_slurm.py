@@ -176,7 +176,8 @@ def test_failing_build_cancels_its_dependents_and_names_job_and_log(tmp_path, sl
     assert "PREFIX=" in env and "SLURM" not in env
 
 
-def test_sigint_cancels_every_job_and_the_next_sync_completes(tmp_path, slurm):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_cancels_every_job_and_the_next_sync_completes(tmp_path, slurm, signum):
     recipes = tmp_path / "recipes"
     recipe(recipes, "slow", ["sleep 6", install("slow")])
     recipe(recipes, "after-slow", [install("after-slow")], deps=["slow"])
@@ -187,7 +188,7 @@ def test_sigint_cancels_every_job_and_the_next_sync_completes(tmp_path, slurm):
         ("PENDING", "sitedist:after-slow_1.0"), ("PENDING", "sitedist:other_1.0"), ("RUNNING", "sitedist:slow_1.0")],
         60, "slow running, the others pending")
     time.sleep(1)
-    sync.send_signal(signal.SIGINT)
+    sync.send_signal(signum)
     output = sync.communicate(timeout=90)[0]
     assert sync.returncode == 130, output
     assert our_jobs(tmp_path) == [], output
@@ -264,3 +265,21 @@ def test_executor_settings_are_checked_before_anything_is_written(tmp_path):
     proc = run_cli("sync", config, check=False)
     assert proc.returncode == 2 and f"{config}:{line}" in proc.stderr and "time" in proc.stderr, proc.stderr
     assert not (tmp_path / "store").exists()
+
+
+def test_the_job_of_a_complete_artifact_exits_at_once(tmp_path):
+    """The single-artifact entry point a Slurm job runs: nothing to do for a complete artifact, and it
+    says so in its result file; no config is even read."""
+    prefix = tmp_path / "store" / "one" / "1.0-aaaaaaaaaaaaaaaaaaaa"
+    write(prefix / ".sitedist" / "complete", "{}")
+    result = tmp_path / "one.result.json"
+    env = {**os.environ, "SLURM_JOB_ID": "4242", "SLURMD_NODENAME": "node7"}
+    began = time.time()
+    proc = run_cli("build-artifact", tmp_path / "no-such-config.yml", "--key", "one/1.0-aaaaaaaaaaaaaaaaaaaa",
+                   "--prefix", prefix, "--probe", tmp_path / "no-probe.json", "--result", result, env=env)
+    assert "complete already" in proc.stderr and time.time() - began < 10
+    with open(result) as f:
+        outcome = json.load(f)
+    assert outcome["state"] == "reused" and outcome["job"] == "4242" and outcome["node"] == "node7"
+    assert "build-artifact" not in run_cli("--help").stdout  # hidden: it is not a command for people
+

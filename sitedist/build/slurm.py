@@ -31,7 +31,7 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from sitedist.build.scheduler import JobRecord, RunResult, job_graph
