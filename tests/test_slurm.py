@@ -166,6 +166,8 @@ def test_failing_build_cancels_its_dependents_and_names_job_and_log(tmp_path, sl
                         f"{name} cancelled by Slurm"), job_state(ids[name])
     assert job_state(ids["unrelated"])[0] == "COMPLETED"
     assert re.search(r"^skipped needs-broken\S*: needs broken", proc.stdout, re.M), proc.stdout
+    text = run_cli("report", config).stdout
+    assert f"    Slurm job {ids['broken']} on " in text and f"job log: {log}" in text, text
 
     built = artifacts(config)
     assert built["unrelated"]["state"] == "complete"

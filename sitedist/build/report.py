@@ -125,6 +125,8 @@ def format_report(report: dict) -> str:
             lines.append(f"  {p['label']}: {error[0] if error else 'failed'}")
             if p.get("log"):
                 lines.append(f"    log: {p['log']}")
+            if p.get("slurm_job"):
+                lines.append(f"    Slurm job {p['slurm_job']} on {p.get('node') or 'no node'}, job log: {p.get('job_log')}")
     if skipped:
         lines += ["", "skipped:"]
         lines += [f"  {p['label']}: {p['reason']}" for p in skipped]
