@@ -190,3 +190,17 @@ def test_tcl_help_survives_quoting_and_long_lines(tmp_path, stack, tool_fmt, em5
     r = sh.run("module help hdf5/1.14.0 2>&1; module whatis hdf5/1.14.0 2>&1")
     assert 'HDF5 "hierarchical" data [format] $lib' in r.stdout
     assert f"Prefix:    {hdf5.prefix}" in r.stdout and hdf5.artifact_id in r.stdout
+
+
+@pytest.mark.parametrize("tool_fmt", TOOLS, ids=["-".join(t) for t in TOOLS])
+def test_a_release_candidate_is_not_the_default(tmp_path, tool_fmt, em5):
+    """Environment Modules 5 on its own would load tool/2.0rc1 and lib/1.14.0-beta (issue 11 item 7):
+    sitedist names the newest release as the default where a pre-release is among the versions."""
+    tool, fmt = tool_fmt
+    store = tmp_path / "store"
+    entries = [package(store, "tool", v) for v in ("1.9", "2.0", "2.0rc1")]
+    entries += [package(store, "lib", v) for v in ("1.14.0", "1.14.0-beta")]
+    tree = publish(entries, {"root": str(tmp_path / "modules"), "formats": [fmt], "layout": "flat"}).modulepath[fmt]
+    r = shell(tool, fmt, tree, tmp_path, em5).run("module load tool lib; echo TOOL: $(tool); echo LIB: $(lib)")
+    assert f"TOOL: tool 2.0 {entries[1].artifact_id}\n" in r.stdout, r.stdout + r.stderr
+    assert f"LIB: lib 1.14.0 {entries[3].artifact_id}\n" in r.stdout, r.stdout + r.stderr
