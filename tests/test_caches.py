@@ -204,3 +204,16 @@ def test_an_upstream_source_copy_is_checked_again(tmp_path):
     assert fetcher.cached(source) is None
     (upstream / sha / "pkg-1.0.tar.gz").write_bytes(data)
     assert fetcher.cached(source) == str(upstream / sha / "pkg-1.0.tar.gz")
+
+
+@pytest.mark.slow
+def test_root_does_not_build_into_a_users_home(tmp_path, other):
+    """A config without 'store:' builds under ~/.sitedist; root with a user's HOME (sudo -E) refuses."""
+    cfg = write(tmp_path / "site.yml", "packages: {}\n")
+    before = sorted(os.listdir(other[2]))
+    proc = run_cli("sync", "--dry-run", cfg, check=False, env={**os.environ, "HOME": other[2],
+                                                               "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"no 'store:' is set, and the default {other[2]}/.sitedist is not safe to use" in proc.stderr
+    assert "owned by uid" in proc.stderr and "hint: set 'store:'" in proc.stderr
+    assert sorted(os.listdir(other[2])) == before

@@ -47,6 +47,18 @@ def default_user_root():
     return os.path.join(os.path.expanduser("~"), ".sitedist")
 
 
+def _check_user_root(user_root, where):
+    """A config without 'store:' builds under ~/.sitedist. Root never does that in a home another user
+    owns (sudo -E and su without '-' keep the user's HOME): that user could swap in links or artifacts."""
+    from sitedist.core.trust import untrusted_reason
+
+    reason = untrusted_reason(user_root)
+    if reason is not None:
+        raise ConfigError(f"no 'store:' is set, and the default {user_root} is not safe to use: {reason}",
+                          where=where, hint="set 'store:' (and 'modules: root:') to directories you own, or "
+                                            "run with your own HOME (sudo -i, su -)")
+
+
 @dataclass
 class PackageRequest:
     name: str
@@ -213,6 +225,7 @@ def load_config(path, cache=None):
     store = raw.get("store")
     user_root = default_user_root()
     if store is None:
+        _check_user_root(user_root, str(raw.mark) if getattr(raw, "mark", None) else path)
         store = {"root": os.path.join(user_root, "store")}
     elif isinstance(store, str):
         store = {"root": store}
