@@ -141,6 +141,12 @@ def module_name_part_ending_in_newline(site, tmp):
     return ["sync", write(tmp / "site2.yml", text)], ["gives 'alpha\\n/1.0'", "a module name must be NAME/VERSION"]
 
 
+@row()
+def gc_root_name_ending_in_newline(site, tmp):
+    prefix = next(site.store.glob("alpha/*"))
+    return ["gc", site.config(tmp), "--add-root", "mine\n", prefix], ["root name 'mine\n'"]
+
+
 # --- build-script templates (item 4) --------------------------------------------------------------
 
 @row()

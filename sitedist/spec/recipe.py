@@ -314,6 +314,6 @@ def render_script(recipe, version, options):
                      f'make install PREFIX="$PREFIX" {w("install_args")}'.rstrip()]
     else:
         body += _lines(recipe, "commands", values)
-    body += [shell.place_references(line, values.values) for line in generated]
+    body += [shell.place_references(line, values.values, where=recipe.path) for line in generated]
     body += _lines(recipe, "post_install", values)
     return "\n".join(shell.assignments(values.values) + body) + "\n"
