@@ -65,8 +65,7 @@ def open_page(driver, path):
 
 def shown(driver):
     return driver.execute_script(
-        "return Array.from(document.querySelectorAll('#list > li')).filter(li => !li.hidden)"
-        ".map(li => li.getAttribute('data-name'))")
+        "return Array.from(document.querySelectorAll('#list > li')).map(li => li.getAttribute('data-name'))")
 
 
 def search(driver, text):
@@ -240,6 +239,25 @@ def test_rollback_rolls_the_catalog_back_and_a_change_shows(driver, tmp_path):
     assert driver.find_element(By.CSS_SELECTOR, "li[data-name=fftw] .chip.def").text == "3.3.10 (default)"
 
 
+def test_a_long_catalog_shows_a_page_of_rows_then_more_and_search_reaches_every_package(driver, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    store = tmp_path / "store"
+    entries = [package(store, f"pkg{i:03d}", "1.0", description=f"number {i}") for i in range(250)]
+    publish(entries, {"root": str(tmp_path / "modules"), "formats": ["lua"]})
+    open_page(driver, tmp_path / "modules" / "catalog" / "index.html")
+    assert len(shown(driver)) == 100 and driver.find_element(By.ID, "count").text == "250 of 250 packages"
+    more = driver.find_element(By.CSS_SELECTOR, "button.more")
+    assert more.text == "Show more (150 not shown)"
+    click(driver, more)   # (scrolling it into view also loads the next rows)
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 10).until(lambda d: len(shown(d)) >= 200)
+    assert shown(driver)[:3] == ["pkg000", "pkg001", "pkg002"]
+    assert search(driver, "pkg249") == ["pkg249"] and not more.is_displayed()
+    assert search(driver, "number") == [f"pkg{i:03d}" for i in range(100)]
+
+
 HOSTILE = ("</script><script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">"
            "<!-- ' \" &amp; \u2028 ${x} {{ 7*7 }}")
 
@@ -284,7 +302,7 @@ def test_hostile_text_is_shown_as_text_and_never_runs(driver, tmp_path):
 
 
 def test_embedded_json_cannot_close_its_script_element():
-    text = json_for_html({"d": "</script><!--<script>&\u2028\u2029"})
+    text = json_for_html(json.dumps({"d": "</script><!--<script>&\u2028\u2029"}, ensure_ascii=False))
     assert not set(text) & set("<>&\u2028\u2029")
     assert json.loads(text) == {"d": "</script><!--<script>&\u2028\u2029"}
 

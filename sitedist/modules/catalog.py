@@ -34,8 +34,9 @@ FORMAT_VERSION = 1
 TOOLS = {"lmod": ("lua", "tcl"), "environment-modules": ("tcl",)}
 TOOL_LABELS = {"lmod": "Lmod", "environment-modules": "Environment Modules"}
 _URL = re.compile(r"\Ahttps?://[^\s<>\"']+\Z", re.I)
-_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
-                               "\u2029": "\\u2029"})
+# What JSON text must not hold inside a <script> element ('<' could close it or open a comment).
+_JSON_ESCAPES = (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
+                 ("\u2029", "\\u2029"))
 
 
 def enabled(config):
@@ -43,16 +44,12 @@ def enabled(config):
 
 
 def built_time(prefix):
-    """When the artifact was completed (its store marker), or None."""
-    path = os.path.join(prefix, META, MARKER)
+    """When the artifact was completed: its store marker's time (written once, by rename, as the last step
+    of a build), or None (a host compiler or MPI, which is not built)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return float(json.load(f)["completed"])
-    except (OSError, ValueError, KeyError, TypeError):
-        try:
-            return os.stat(path).st_mtime
-        except OSError:
-            return None
+        return os.stat(f"{prefix}/{META}/{MARKER}").st_mtime
+    except OSError:
+        return None
 
 
 def _iso(stamp):
@@ -74,14 +71,17 @@ def _prerequisites(plan):
         exact = [c for c in candidates if (c.entry.name, c.entry.version) == want]
         return (exact or candidates or [None])[0]
 
-    out = {}
+    out, chains = {}, {}
     for m in plan.modules:
-        chain, p, seen = [], parent(m), set()
-        while p is not None and id(p) not in seen:
-            seen.add(id(p))
-            chain.append(p.fullname)
-            p = parent(p)
-        out[id(m)] = tuple(reversed(chain))
+        key = (m.level, m.entry.compiler, m.entry.mpi)   # what the chain depends on
+        if key not in chains:
+            chain, p, seen = [], parent(m), set()
+            while p is not None and id(p) not in seen:
+                seen.add(id(p))
+                chain.append(p.fullname)
+                p = parent(p)
+            chains[key] = tuple(reversed(chain))
+        out[id(m)] = chains[key]
     return out
 
 
@@ -117,12 +117,20 @@ def catalog_data(plan, config, generation=None, built=built_time):
             by_name[m.name].append(m)
     dates = {}
     packages = []
+    keys = {}
+
+    def vkey(version):
+        key = keys.get(version)
+        if key is None:
+            key = keys[version] = version_key(version)
+        return key
+
     for name in sorted(by_name, key=str.lower):
         mods = by_name[name]
         marked = {plan.defaults[k] for k in plan.defaults if k[1] == name}
-        versions = sorted({m.version for m in mods}, key=version_key, reverse=True)
+        versions = sorted({m.version for m in mods}, key=vkey, reverse=True)
         default = next((v for v in versions if v in marked), versions[0])
-        first = max(mods, key=lambda m: version_key(m.version))
+        first = max(mods, key=lambda m: vkey(m.version))
         keywords = set()
         vlist = []
         for version in versions:
@@ -157,17 +165,26 @@ def catalog_data(plan, config, generation=None, built=built_time):
             "layout": plan.layout, "site": site(config), "tools": tool_info, "packages": packages}
 
 
-def json_for_html(data):
-    """``data`` as JSON safe inside a <script type="application/json"> element: no '<', '>' or '&'."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).translate(_JSON_ESCAPES)
+def to_json(data):
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-def render_page(data, renderer):
-    """index.html for catalog ``data``, from the site's or the built-in catalog.html.j2."""
+def json_for_html(text):
+    """JSON ``text`` made safe inside a <script type="application/json"> element: no '<', '>' or '&'
+    (each becomes its \\u escape, which JSON.parse reads back as the same character)."""
+    for char, escape in _JSON_ESCAPES:
+        if char in text:
+            text = text.replace(char, escape)
+    return text
+
+
+def render_page(data, renderer, text=None):
+    """index.html for catalog ``data`` (``text``: its JSON, if made already), from the site's or the
+    built-in catalog.html.j2."""
     env = renderer.env.overlay(autoescape=True)
     try:
         template = env.get_template(TEMPLATE)
-        return template.render(site=data["site"], data=Markup(json_for_html(data)),
+        return template.render(site=data["site"], data=Markup(json_for_html(text or to_json(data))),
                                packages=len(data["packages"]), generated=data["generated"])
     except Exception as err:  # a site's template: jinja2 errors, or a bad filter use
         import jinja2
@@ -182,9 +199,8 @@ def write_catalog(plan, config, directory, renderer=None, generation=None):
     rename, readable by everyone. Returns the catalog data."""
     renderer = renderer or Renderer(config.get("templates"))
     data = catalog_data(plan, config, generation)
-    page = render_page(data, renderer)
-    _write_files(directory, ((JSON_NAME, json.dumps(data, ensure_ascii=False, separators=(",", ":"))),
-                             (HTML_NAME, page)))
+    text = to_json(data)
+    _write_files(directory, ((JSON_NAME, text), (HTML_NAME, render_page(data, renderer, text))))
     return data
 
 
