@@ -1,18 +1,30 @@
 """Garbage collection with real builds: what no root refers to goes (bytes reported as du measures
 them), what a root refers to stays with its dependencies, retention prunes profile generations first,
-another config's module tree keeps its artifacts, and a GC during a sync leaves that sync's artifacts."""
+another config's module tree keeps its artifacts, and a GC during a sync leaves that sync's artifacts.
+GC and verify refuse a directory that is not a store and sweep only what is named like an artifact; the
+admins of a group store collect after one another; a generation pruned while GC reads it is skipped; a
+sync registering its root does not import the collector."""
 
+import grp
+import importlib
 import json
 import os
 import re
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
+from pathlib import Path
 
+import pytest
 from conftest import run_cli, site_config, tree_digest, write
+from storetools import config as synthetic_config, synthetic
 
 from sitedist.core.locks import StoreLock
-from sitedist.core.store import Store
+from sitedist.core.store import Store, remove_tree
 
 APP = r"""
 #include <stdio.h>
@@ -201,3 +213,185 @@ def test_gc_during_a_sync_leaves_what_the_sync_uses(tmp_path, sources):
     # Once the sync has ended, nothing refers to them any more.
     out = run_cli("gc", cfg).stdout
     assert f"removed {slow}" in out and f"removed {zlib}" in out
+
+
+# --- a directory that is not a store -----------------------------------------------------------
+
+def _ordinary_data(root):
+    """What a user keeps in a directory that is not a store: it must survive gc and verify."""
+    write(root / "projects" / "my-thesis" / "chapter1.tex", "\\chapter{Introduction}\n")
+    write(root / "projects" / "old-2019" / "notes.txt", "notes\n")
+    write(root / "zlib" / "1.2.13-ABCDEFGHIJKLMNOPQRST" / "lib" / "x", "upper-case id: not sitedist's\n")
+
+
+def test_gc_and_verify_refuse_a_directory_that_is_not_a_store(tmp_path):
+    data = tmp_path / "data"
+    _ordinary_data(data)
+    synthetic(tmp_path / "recipes", "alpha")
+    cfg = synthetic_config(tmp_path, ["alpha"], tmp_path / "recipes", store=data)
+    before = tree_digest(data)
+    for args in (["gc", cfg], ["gc", "--dry-run", cfg], ["verify", cfg], ["verify", "--repair", cfg]):
+        proc = run_cli(*args, check=False)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert f"{data} is not a sitedist store (no .sitedist/store.json); nothing was removed" in proc.stderr, args
+        assert tree_digest(data) == before, f"{args} changed a directory that is not a store"
+
+
+def test_only_entries_named_like_artifacts_are_swept(tmp_path):
+    data = tmp_path / "data"
+    _ordinary_data(data)
+    for name in ("alpha", "beta"):
+        synthetic(tmp_path / "recipes", name)
+    cfg = synthetic_config(tmp_path, ["alpha"], tmp_path / "recipes", store=data)
+    run_cli("sync", cfg)   # the directory is now also a store, with alpha in it
+    found = {(name, complete) for name, _, _, _, complete in Store(str(data)).artifacts()}
+    assert found == {("alpha", True), ("gcc", True)}   # gcc: the host compiler's links
+    os.rename(tmp_path / "site.yml", tmp_path / "old.yml")
+    synthetic_config(tmp_path, ["beta"], tmp_path / "recipes", store=data)   # alpha is no longer used
+    before = tree_digest(data / "projects", data / "zlib")
+    out = run_cli("gc", tmp_path / "site.yml").stdout
+    assert "removed 2 artifacts" in out and not list(Store(str(data)).artifacts())
+    assert tree_digest(data / "projects", data / "zlib") == before
+    assert run_cli("verify", tmp_path / "site.yml").returncode == 0
+
+
+# --- a store shared by an admin group: GC directories --------------------------------------------
+
+@pytest.fixture
+def admin_group():
+    name = f"sdrev{uuid.uuid4().hex[:8]}"
+    proc = subprocess.run(["groupadd", name], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot create a group here: {proc.stderr.strip()}")
+    yield name, grp.getgrnam(name).gr_gid
+    subprocess.run(["groupdel", name], check=True)
+
+
+@pytest.fixture
+def public_dir():
+    """A directory every user can reach (access(2) checks each parent with the caller's own rights, and
+    pytest's temporary directories are private to root)."""
+    path = tempfile.mkdtemp(prefix="sitedist-admins-")
+    os.chmod(path, 0o755)
+    yield Path(path)
+    remove_tree(path)
+
+
+def as_admin(uid, gid, cwd, *args):
+    """Run sitedist in ``cwd`` as user ``uid`` in group ``gid`` under umask 077. The process may read and
+    search everything (CAP_DAC_READ_SEARCH, to reach this Python and the test's files) but writes only
+    where its user and group may."""
+    home = cwd / f"home-{uid}"
+    home.mkdir(exist_ok=True)
+    os.chown(home, uid, -1)
+    cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", f"--groups={gid}", "--inh-caps=+dac_read_search",
+           "--ambient-caps=+dac_read_search", sys.executable, "-m", "sitedist.cli.main", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, umask=0o077, env={**os.environ, "HOME": str(home)},
+                          cwd=cwd)
+
+
+def test_admins_of_a_group_store_collect_after_one_another(tmp_path, admin_group, public_dir):
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to act as two admins")
+    group, gid = admin_group
+    admin_a, admin_b = 1000, 65534
+    site = public_dir / "site"
+    site.mkdir()
+    os.chown(site, -1, gid)
+    os.chmod(site, 0o2775)
+    recipes = tmp_path / "recipes"
+    for name in ("alpha", "beta", "junk1", "junk2"):
+        synthetic(recipes, name)
+
+    def cfg(name, package, profile=True):
+        extra = f"profiles:\n  {name}: {{packages: [{package}], root: {site / 'profiles' / name}}}\n" if profile else ""
+        write(public_dir / f"{name}.yml", f"store: {{root: {site / 'store'}, group: {group}}}\n"
+              f"recipes: [{recipes}]\npackages: {{{package}: {{}}}}\n{extra}")
+        return public_dir / f"{name}.yml"
+
+    def ok(proc):
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+        return proc.stdout
+
+    # Admin A publishes a profile and collects a package nothing uses; then admin B does the same.
+    ok(as_admin(admin_a, gid, public_dir, "sync", cfg("a", "alpha")))
+    ok(as_admin(admin_a, gid, public_dir, "sync", cfg("junk1", "junk1", profile=False)))
+    assert "junk1/1.0-" in ok(as_admin(admin_a, gid, public_dir, "gc", public_dir / "a.yml"))
+    ok(as_admin(admin_b, gid, public_dir, "sync", cfg("b", "beta")))
+    ok(as_admin(admin_b, gid, public_dir, "sync", cfg("junk2", "junk2", profile=False)))
+    assert "junk2/1.0-" in ok(as_admin(admin_b, gid, public_dir, "gc", public_dir / "b.yml"))
+    ok(as_admin(admin_b, gid, public_dir, "develop", public_dir / "b.yml", "b", site / "env-b"))
+    trees = site / "store" / ".sitedist" / "gcroots" / "trees"
+    assert len(os.listdir(trees)) == 3   # profiles a and b, develop environment env-b
+    for d in (trees, site / "store" / ".sitedist" / "trash"):
+        st = os.stat(d)
+        assert st.st_gid == gid and stat.S_IMODE(st.st_mode) & 0o2070 == 0o2070, (str(d), oct(st.st_mode))
+    assert sorted(a[0] for a in Store(str(site / "store")).artifacts()) == ["alpha", "beta"]
+
+
+def test_an_unwritable_registry_is_a_clear_error(tmp_path):
+    synthetic(tmp_path / "recipes", "alpha")
+    cfg = synthetic_config(tmp_path, ["alpha"], tmp_path / "recipes",
+                 extra=f"profiles:\n  p: {{packages: [alpha], root: {tmp_path / 'prof' / 'p'}}}\n")
+    run_cli("sync", cfg)
+    trees = tmp_path / "store" / ".sitedist" / "gcroots" / "trees"
+    for name in os.listdir(trees):
+        os.unlink(trees / name)
+    os.chmod(trees, 0o555)
+    try:
+        proc = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all",
+                               sys.executable, "-m", "sitedist.cli.main", "sync", cfg], capture_output=True, text=True)
+    finally:
+        os.chmod(trees, 0o755)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "cannot register the profile tree" in proc.stderr and "chmod g+w" in proc.stderr, proc.stderr
+
+
+# --- GC reading generations that are pruned meanwhile ---------------------------------------------
+
+def _prune_right_after_listing(monkeypatch, gens, prune):
+    """The next listing of ``gens`` is followed at once by ``prune()`` (another process pruning)."""
+    real = os.listdir
+
+    def listdir(path="."):
+        names = real(path)
+        if os.path.abspath(path) == str(gens):
+            monkeypatch.setattr(os, "listdir", real)
+            prune()
+        return names
+    monkeypatch.setattr(os, "listdir", listdir)
+
+
+def test_live_prefixes_skip_a_module_generation_pruned_meanwhile(tmp_path, monkeypatch):
+    modules = importlib.import_module("sitedist.modules.publish")
+    root = tmp_path / "modules"
+    for header in ("one", "two"):
+        last = modules.publish([], {"root": str(root), "formats": ["lua"], "header": header})
+    gens = root / "generations"
+    _prune_right_after_listing(monkeypatch, gens, lambda: modules._prune(str(gens), last.generation, 1))
+    assert modules.live_prefixes(str(root)) == set()
+    assert sorted(os.listdir(gens)) == ["2"]
+
+
+def test_live_prefixes_skip_a_profile_generation_pruned_meanwhile(tmp_path, monkeypatch):
+    from sitedist import profiles
+
+    root = str(tmp_path / "profiles" / "p")
+    for prefix in ("/store/a/1-old", "/store/a/1-new"):
+        member = profiles.Member(name="a", label="a 1", prefix=prefix)
+        profiles.write_profile(profiles.ProfilePlan(name="p", root=root, members=[member], links={}, dirs=[],
+                                                    shadowed=[], inputs=prefix), keep=5)
+    _prune_right_after_listing(monkeypatch, profiles.generations_dir(root), lambda: profiles.prune(root, keep=1))
+    assert profiles.live_prefixes(root) == {"/store/a/1-new"}
+    assert [g.number for g in profiles.list_generations(root)] == [2]
+
+
+def test_registering_a_sync_root_does_not_import_the_collector(tmp_path):
+    code = ("import sys; from sitedist.core.store import Store; from sitedist.core.gcroots import InUse\n"
+            "store = Store(sys.argv[1]); store.init()\n"
+            "with InUse(store, ['/x']): pass\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('sitedist'))))")
+    loaded = subprocess.run([sys.executable, "-c", code, str(tmp_path / "store")], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert "sitedist.core.gcroots" in loaded
+    assert not {"sitedist.gc", "sitedist.profiles", "sitedist.develop"} & set(loaded), loaded

@@ -1,4 +1,5 @@
-"""StoreLock against real processes: exclusion, holder info, waiting, stale takeover, races, errors."""
+"""StoreLock against real processes: exclusion, holder info, waiting, stale takeover, races, errors; and
+another user's live process hidden by /proc hidepid=2 counts as alive (locks, GC roots, leftovers)."""
 
 import json
 import os
@@ -14,6 +15,7 @@ import pytest
 
 from sitedist.core import locks
 from sitedist.core.locks import StoreLock, describe_holder, is_stale, read_holder
+from sitedist.core.store import Store
 from sitedist.errors import LockError, StoreError
 
 # A child process driven by one command per stdin line, answering one JSON line per command:
@@ -399,3 +401,70 @@ def test_read_only_lock_directory_fails_clearly_without_hanging(read_only_dir):
     assert isinstance(e, StoreError)
     assert str(path.parent) in str(e) and "write access" in str(e)
     assert "Read-only file system" in str(e) or "Permission denied" in str(e)
+
+
+# --- process liveness where /proc hides other users' processes -----------------------------------
+
+HIDDEN_CHECKS = r"""
+import json, os, socket, sys, time
+from sitedist.core import locks
+from sitedist.core.gcroots import live_roots
+from sitedist.core.generations import point, remove_leftovers
+from sitedist.core.processes import pid_alive
+from sitedist.core.store import Store
+from sitedist.verify import _leftover_findings
+
+pid, start, dead, work = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+store = Store(os.path.join(work, "store"))
+info = {"taking": False, "host": socket.gethostname(), "machine": locks._machine(), "pid": pid, "start": start,
+        "heartbeat": time.time() - 3600}
+point(os.path.join(work, "current"), "generations/1")
+print(json.dumps({
+    "visible": os.path.exists(f"/proc/{pid}"),
+    "alive": [pid_alive(pid), pid_alive(pid, start), pid_alive(dead)],
+    "lock stale": locks.is_stale(info, 600),
+    "roots": sorted(live_roots(store)),
+    "switch tmp kept": os.path.lexists(os.path.join(work, f"current.tmp-{pid}")),
+    "staging kept": (remove_leftovers(os.path.join(work, "generations")),
+                     os.path.isdir(os.path.join(work, "generations", f".staging-2-{pid}")))[1],
+    "trash findings": [f.path for f in _leftover_findings(store, {}, time.time()) if f.kind == "trash"],
+}))
+"""
+
+
+def test_another_users_process_hidden_by_proc_hidepid_counts_as_alive(tmp_path):
+    """Another admin's live sync, invisible in a /proc mounted hidepid=2: its lock is not stale, its GC
+    root counts, its temporary switch link, staging directory and trash entry are left alone."""
+    import psutil
+
+    other = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "60"])
+    try:
+        start = psutil.Process(other.pid).create_time()
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        store = Store(str(tmp_path / "store"))
+        store.init()
+        store.write_json_atomic(os.path.join(store.gcroots_dir, "inuse-other.json"),
+                                {"prefixes": [], "pid": other.pid, "host": socket.gethostname(), "created": start,
+                                 "started": time.time(), "what": "sync"})
+        os.makedirs(os.path.join(store.trash_dir, f"gc-{other.pid}-abcd1234"))
+        os.makedirs(tmp_path / "generations" / "1")
+        os.makedirs(tmp_path / "generations" / f".staging-2-{other.pid}")
+        os.symlink("generations/1", tmp_path / f"current.tmp-{other.pid}")
+        # As root outside group 0 without CAP_SYS_PTRACE and CAP_KILL: like another admin, for hidepid.
+        checks = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount -t proc -o hidepid=2 proc /proc && exec setpriv --regid=65534 --clear-groups '
+             '--bounding-set=-sys_ptrace,-kill --inh-caps=-all "$@"', "sh",
+             sys.executable, "-c", HIDDEN_CHECKS, str(other.pid), repr(start), str(dead.pid), str(tmp_path)],
+            capture_output=True, text=True)
+        if checks.returncode != 0 and "mount" in checks.stderr:
+            pytest.skip(f"cannot mount a hidepid /proc here: {checks.stderr.strip()}")
+        assert checks.returncode == 0, checks.stderr
+        found = json.loads(checks.stdout)
+    finally:
+        other.kill()
+        other.wait()
+    assert found == {"visible": False, "alive": [True, True, False], "lock stale": False,
+                     "roots": ["inuse-other.json"], "switch tmp kept": True, "staging kept": True,
+                     "trash findings": []}

@@ -1,5 +1,6 @@
 """Profiles with real builds: symlink forests switched in generations, rollback and switch, the conflict
-report and the 'prefer' rule; develop environments a user installs their own compiled code into."""
+report and the 'prefer' rule; develop environments a user installs their own compiled code into, and
+their activate script under a hostile directory name."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import re
 import subprocess
 
 from conftest import run_cli, site_config, tree_digest, write
+from storetools import config as synthetic_config, synthetic
 
 
 def profile_config(tmp_path, store, packages, profile, recipes=(), name="site.yml"):
@@ -212,3 +214,28 @@ def test_run_dependencies_join_the_profile_link_dependencies_do_not(tmp_path, so
     assert not os.path.exists(root / "bin" / "toolb")
     assert [p.split("/")[-2] for p in json.load(open(root / ".sitedist" / "profile.json"))["prefixes"]] \
         == ["toolc", "toola"]
+
+
+# --- develop: a hostile directory name ------------------------------------------------------------
+
+def test_activate_script_with_shell_syntax_and_a_newline_in_the_directory_name(tmp_path):
+    synthetic(tmp_path / "recipes", "alpha")
+    cfg = synthetic_config(tmp_path, ["alpha"], tmp_path / "recipes",
+                 extra=f"profiles:\n  p: {{packages: [alpha], root: {tmp_path / 'prof' / 'p'}}}\n")
+    run_cli("sync", cfg)
+    work = tmp_path / "work"
+    work.mkdir()
+    name = "dev$(touch PWN1)`touch PWN2`\ntouch PWN3; #'\"x"
+    env = work / name
+    run_cli("develop", cfg, "p", env)
+    text = (env / "activate").read_text()
+    lines = text.splitlines()
+    assert all(line.startswith("# ") for line in lines[:3]) and lines[3] == "", "the comments stay single lines"
+    assert "touch PWN3" in lines[0]
+    script = 'PS1="$ "; source "$1/activate"; printf "%s|%s|%s\\n" "$SITEDIST_ENV" "${PATH%%:*}" "${PS1@P}"; ' \
+             'deactivate; printf "%s|%s" "${SITEDIST_ENV-unset}" "$PS1"'
+    proc = subprocess.run(["bash", "-c", script, "bash", str(env)], cwd=work, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout == f"{env}|{env}/bin|({name}) $ \nunset|$ "
+    assert sorted(os.listdir(work)) == [name], "nothing in the name was run, on activation or in the prompt"

@@ -1,10 +1,12 @@
-"""Fetching (http on 127.0.0.1, file://, mirrors by checksum), verification, cache, safe unpacking."""
+"""Fetching (http on 127.0.0.1, file://, mirrors by checksum), verification, cache, safe unpacking, git
+sources fetched concurrently by threads and processes, git errors as plain text."""
 
 import hashlib
 import http.server
 import io
 import os
 import subprocess
+import sys
 import tarfile
 import threading
 
@@ -166,3 +168,66 @@ def test_upstream_source_cache_is_used_read_only(tmp_path):
     user = Fetcher(str(tmp_path / "user-cache"), mirrors=[], upstream_caches=[str(tmp_path / "site-cache")])
     assert user.fetch(source) == site_copy, "a user without the mirror finds the site's cached copy"
     assert not (tmp_path / "user-cache").exists()
+
+
+# --- git sources fetched concurrently -------------------------------------------------------------
+
+def _git_repo(path, *contents):
+    """A git repository with one commit per text of file.txt; the commit ids, oldest first."""
+    path.mkdir()
+    git = lambda *a: subprocess.run(["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t", *a],
+                                    check=True, capture_output=True, text=True).stdout
+    git("init", "-q")
+    commits = []
+    for text in contents:
+        (path / "file.txt").write_text(text)
+        git("add", ".")
+        git("commit", "-qm", text)
+        commits.append(git("rev-parse", "HEAD").strip())
+    return commits
+
+
+_FETCH = ("import sys; from sitedist.core.sources import Fetcher; Fetcher(sys.argv[1], lock_dir=sys.argv[2])"
+          ".fetch_git({'git': sys.argv[3], 'commit': sys.argv[4]}, sys.argv[5])")
+
+
+def test_concurrent_fetches_of_one_git_source(tmp_path):
+    repo = tmp_path / "repo"
+    first, second = _git_repo(repo, "one\n", "two\n")
+    for round_, commit in enumerate([first, second, first]):
+        cache, locks = tmp_path / f"cache{round_}", tmp_path / f"locks{round_}"
+        source = {"git": str(repo), "commit": commit}
+        dests = [tmp_path / f"r{round_}" / f"t{i}" / "src" for i in range(6)]
+        procs = [subprocess.Popen([sys.executable, "-c", _FETCH, str(cache), str(locks), str(repo), commit,
+                                   str(tmp_path / f"r{round_}" / f"p{i}" / "src")], stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]
+        errors = []
+
+        def fetch(dest):
+            try:
+                Fetcher(str(cache), lock_dir=str(locks)).fetch_git(source, str(dest))
+            except Exception as exc:   # noqa: BLE001 - collected and reported below
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=fetch, args=(d,)) for d in dests]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for p in procs:
+            assert p.wait() == 0, p.stderr.read()
+        assert errors == []
+        want = "one\n" if commit == first else "two\n"
+        for dest in dests + [tmp_path / f"r{round_}" / f"p{i}" / "src" for i in range(2)]:
+            assert (dest / "file.txt").read_text() == want
+        assert len(os.listdir(cache)) == 1 and os.listdir(cache)[0].startswith("git-"), os.listdir(cache)
+        assert os.listdir(locks) == [], "the mirror's lock is released"
+
+
+def test_git_errors_are_plain_text(tmp_path):
+    with pytest.raises(SourceError) as err:
+        Fetcher(str(tmp_path / "cache")).fetch_git({"git": str(tmp_path / "no-such-repo"), "commit": "f" * 40},
+                                                   str(tmp_path / "src"))
+    message = str(err.value)
+    assert message.startswith(f"git clone --quiet failed for {tmp_path / 'no-such-repo'}: ")
+    assert "['" not in message and "does not exist" in message
