@@ -103,7 +103,8 @@ def test_a_build_sees_the_variable_its_dependency_module_sets(tmp_path, request,
     recipes = tmp_path / "recipes"
     synthetic(recipes, "7zip")
     synthetic(recipes, "unpack", deps=["7zip"], commands=[
-        'echo "seen=$SITEDIST_7ZIP_ROOT" > "$PREFIX/share/unpack/seen"'])
+        'echo "seen=$SITEDIST_7ZIP_ROOT" > "$PREFIX/share/unpack/seen"',
+        'echo "gcc=$SITEDIST_GCC_ROOT GCC_ROOT=${GCC_ROOT-unset}" > "$PREFIX/share/unpack/gcc"'])
     config = site_config(tmp_path, {"unpack": None, "7zip": None}, store=tmp_path / "store", recipes=[recipes],
                          extra=f"modules: {{root: {tmp_path}/modules}}\n")
     run_cli("sync", config)
@@ -112,8 +113,10 @@ def test_a_build_sees_the_variable_its_dependency_module_sets(tmp_path, request,
     assert open(os.path.join(unpack, "share", "unpack", "seen")).read() == f"seen={prefix}\n"
     for sh in (ModuleShell.lmod(f"{tmp_path}/modules/lmod", tmp_path),
                ModuleShell(em5_init, f"{tmp_path}/modules/tcl", tmp_path)):
-        r = sh.run("module load 7zip 2>&1; snap s; 7zip")
+        r = sh.run("module load 7zip 2>&1; snap s; 7zip; module load gcc; snap gcc")
         assert r.snaps["s"]["SITEDIST_7ZIP_ROOT"] == prefix, r.stdout + r.stderr
+        gcc = r.snaps["gcc"]["SITEDIST_GCC_ROOT"]
+        assert open(os.path.join(unpack, "share", "unpack", "gcc")).read() == f"gcc={gcc} GCC_ROOT=unset\n"
         assert "error" not in (r.stdout + r.stderr).lower() and "invalid" not in r.stderr, r.stdout + r.stderr
 
 
