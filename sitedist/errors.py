@@ -60,3 +60,12 @@ class ModulesError(SitedistError):
 
 class ProfileError(SitedistError):
     pass
+
+
+class DriftError(SitedistError):
+    """``sync --locked``: the plan differs from the lock file; the message says which package and why."""
+
+    exit_code = 3
+
+    def __init__(self, message, hint=None):
+        super().__init__(message + (f"\n  hint: {hint}" if hint else ""))

@@ -10,35 +10,9 @@ from sitedist.core.store import Store
 
 
 def _entry(ctx, node):
-    from sitedist.modules.entry import ModuleEntry
+    from sitedist.ops.locking import module_entry
 
-    prefix = ctx.prefixes[node.key]
-    try:
-        subdirs = tuple(Store.read_marker(prefix).get("subdirs", ()))
-    except (OSError, ValueError):
-        subdirs = ()
-    if node.kind != "package":
-        host = node.host
-        env = tuple(("set", var, path) for var, path in sorted(host.build_env.items()))
-        return ModuleEntry(name=node.name, version=node.version, prefix=prefix, artifact_id=node.aid,
-                           kind=node.kind, description=host.description, env=env, subdirs=subdirs,
-                           explicit=True)
-    tc = node.toolchain
-    recipe = node.recipe
-    env = tuple((op, var, value) for op in ("set", "prepend", "append")
-                for var, value in sorted(recipe.env.get(op, {}).items()))
-    defaults = {k: v["default"] for k, v in recipe.options.items()}
-    options = tuple(sorted((k, str(v)) for k, v in node.options.items() if defaults.get(k) != v))
-    return ModuleEntry(
-        name=node.name, version=node.version, prefix=prefix, artifact_id=node.aid, kind="package",
-        description=recipe.description, homepage=recipe.homepage,
-        compiler=None if tc.default else (tc.compiler.name, tc.compiler.version),
-        mpi=(tc.mpi.name, tc.mpi.version) if tc.mpi else None,
-        toolchain="" if tc.default else tc.name,
-        options=options,
-        run_depends=tuple((d.name, d.version, d.aid) for d in node.deps.get("run", [])),
-        env=env, subdirs=subdirs, explicit=node.explicit,
-    )
+    return module_entry(node, ctx.prefixes[node.key])
 
 
 def module_entries(ctx, target=None):

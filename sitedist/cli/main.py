@@ -28,6 +28,9 @@ COMMANDS = {
     "verify": ("sitedist.cli.verify", "verify", "Check artifacts against their manifests."),
     "report": ("sitedist.cli.report", "report", "Show the report of the last sync."),
     "build-artifact": ("sitedist.cli.build_artifact", "build_artifact", None),  # hidden: a Slurm job runs it
+    "lock": ("sitedist.cli.lock", "lock", "Write a lock file: every id of the plan and its inputs."),
+    "diff": ("sitedist.cli.diff", "diff", "Which packages differ between two configs, locks or syncs, and why."),
+    "history": ("sitedist.cli.history", "history", "List the recorded syncs of a config."),
 }
 
 

@@ -10,9 +10,14 @@ from sitedist.cli.options import config_and_name, load_named
 @click.command()
 @config_and_name
 @click.option("--json", "as_json", is_flag=True, help="Print the hashed document and facts as JSON.")
-def show(args, as_json):
+@click.option("--why", is_flag=True, help="Explain why each id differs from the one the last recorded sync published.")
+def show(args, as_json, why):
     """Show every build of NAME in CONFIG's plan."""
     ctx, nodes = load_named(args)
+    if why:
+        for line in why_lines(ctx, nodes):
+            click.echo(line)
+        return
     out = []
     for n in nodes:
         out.append({
@@ -41,3 +46,29 @@ def show(args, as_json):
         click.echo("  hashed document:")
         for line in json.dumps(item["doc"], indent=2, sort_keys=True).splitlines():
             click.echo("    " + line)
+
+
+def why_lines(ctx, nodes):
+    """For each node: unchanged since, new since, or the inputs that changed since the last recorded sync."""
+    from sitedist.ops.locking import last_published, lock_of
+    from sitedist.spec import lock as locks
+    from sitedist.spec.resolve import why
+
+    meta, old = last_published(ctx)
+    if old is None:
+        return [f"{n.label}: {n.aid}: no recorded sync of {ctx.config.path}; against the store: {why(ctx.store, n)}"
+                for n in nodes]
+    new = lock_of(ctx)
+    since = f"sync {meta['n']}"
+    out = []
+    for n in nodes:
+        entry = new["artifacts"][n.key]
+        same = [e for e in old["artifacts"].values() if locks.slot(e) == locks.slot(entry)]
+        if any(e["id"] == n.aid for e in same):
+            out.append(f"{n.label}: {n.aid}: unchanged since {since}")
+        elif not same:
+            out.append(f"{n.label}: {n.aid}: new since {since}")
+        else:
+            out.append(f"{n.label}: {same[0]['id']} in {since} -> {n.aid} now, because:")
+            out += [f"    {r}" for r in locks.explain(same[0], entry, old, new)]
+    return out

@@ -20,12 +20,26 @@ from sitedist.errors import BuildError
 @click.option("--reprobe", is_flag=True, help="Probe the host again instead of using the cached probe.")
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
               help="Build here (local) or one Slurm job per artifact (slurm); default: the config's 'executor'.")
-def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor):
+@click.option("--locked", "locked", is_flag=False, flag_value="", default=None, metavar="[LOCKFILE]",
+              help="Refuse to build or publish unless every id equals the lock's (default CONFIG.lock); "
+                   "give it after CONFIG.")
+@click.option("--from-history", "from_history", default=None, metavar="N|LOCKFILE",
+              help="Publish the module tree and profiles of recorded sync N (see 'sitedist history') or of "
+                   "a lock file again, without building.")
+def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor, locked, from_history):
     """Build every missing artifact CONFIG selects, then publish modules and profiles atomically."""
     from sitedist import sync as flow
+    from sitedist.ops import locking
 
+    if from_history is not None:
+        for line in locking.restore(config, from_history):
+            click.echo(line)
+        return
+    lock_file = locking.lock_path(config, locked or None)
     if dry_run:
         ctx = flow.load(config, refresh_probe=reprobe)
+        if locked is not None:
+            locking.check_locked(ctx, lock_file)
         if as_json:
             click.echo(json.dumps(plan_json(ctx), indent=1))
         else:
@@ -35,6 +49,16 @@ def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor
         return
 
     ctx = flow.load(config, refresh_probe=reprobe)
+    if locked is not None:
+        current = locking.check_locked(ctx, lock_file)
+    else:
+        current = locking.lock_of(ctx, lock_file)
+        drift = locking.drift_from_existing(ctx, lock_file, current)
+        if drift:
+            click.echo(f"warning: {config} now resolves differently from {lock_file} "
+                       f"({len(drift)} artifacts); the lock is rewritten after a successful sync:", err=True)
+            for change in drift:
+                click.echo(f"  {change.summary()}", err=True)
     from sitedist.build.progress import Progress
 
     todo = ctx.to_build()
@@ -57,6 +81,12 @@ def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor
     else:
         for line in summary_lines(result):
             click.echo(line)
+    if result.ok:
+        meta, rewritten = locking.after_success(ctx, lock_file, current, rewrite=locked is None)
+        if rewritten and not as_json:
+            click.echo(f"lock: {lock_file} rewritten")
+        if not as_json and meta:
+            click.echo(f"history: sync {meta['n']} of {config} (sitedist history {config})")
     if not result.ok:
         first = next(iter(result.failed.values()), None)
         raise BuildError(str(first) if first else "some builds failed")

@@ -1,0 +1,23 @@
+"""sitedist lock CONFIG: write what CONFIG resolves to on this host into a lock file."""
+
+import click
+
+
+@click.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the lock (default: CONFIG.lock beside the config).")
+@click.option("--reprobe", is_flag=True, help="Probe the host again instead of using the cached probe.")
+def lock(config, output, reprobe):
+    """Write CONFIG.lock: every artifact's name, version, id and hashed document, the recipes' and
+    sources' checksums, the host's compilers, MPIs and CPU targets, and sitedist's protocol numbers.
+    Nothing is built; the same inputs give the same bytes."""
+    from sitedist import sync as flow
+    from sitedist.ops.locking import lock_of, lock_path
+    from sitedist.spec import lock as locks
+
+    ctx = flow.load(config, refresh_probe=reprobe)
+    path = lock_path(config, output)
+    document = lock_of(ctx, path)
+    written = locks.write(path, document)
+    click.echo(f"{path}: {len(document['artifacts'])} artifacts" + ("" if written else " (unchanged)"))

@@ -1,0 +1,173 @@
+"""Locks, history and diffs as operations on a loaded sync context (admin_docs/reproducible-stacks.md).
+
+The lock document itself, reading and comparing locks live in sitedist.spec.lock; the history records
+in sitedist.core.history. Here they meet the sync: ``sync --locked`` refuses a plan that differs from
+its lock before anything is built, a successful sync records its lock in the history and rewrites an
+existing lock file, and ``--from-history`` publishes a past lock again.
+"""
+
+import os
+
+from sitedist.core import history
+from sitedist.errors import ConfigError, DriftError
+from sitedist.spec import lock as locks
+
+
+def _flow():
+    from sitedist import sync as flow
+
+    return flow
+
+
+def lock_of(ctx, lock_path=None):
+    """The lock document of a loaded context; paths in it relative to ``lock_path``'s directory."""
+    base = os.path.dirname(os.path.abspath(lock_path or locks.default_path(ctx.config.path)))
+    return locks.build_lock(ctx.config, ctx.host, ctx.plan, base)
+
+
+def lock_path(config_path, given=None):
+    return os.path.abspath(given) if given else locks.default_path(config_path)
+
+
+def check_locked(ctx, path):
+    """DriftError, before anything is built or published, when the plan differs from the lock at
+    ``path``: one line per build, naming the package and the inputs that changed."""
+    locked = locks.read(path)
+    current = lock_of(ctx, path)
+    changes = locks.compare(locked, current)
+    if changes:
+        lines = [c.summary() for c in changes]
+        raise DriftError(f"{ctx.config.path}: the plan differs from the lock {path} in {len(changes)} "
+                         f"artifact(s); nothing was built or changed:\n  " + "\n  ".join(lines),
+                         hint="if the change is intended, run 'sitedist lock' again (or sync without --locked) "
+                              "and commit the new lock; 'sitedist diff' shows every difference")
+    return current
+
+
+def drift_from_existing(ctx, path, current=None):
+    """Changes against an existing lock file (none when there is no lock or it cannot be read), for the
+    warning of a sync without --locked."""
+    if not os.path.exists(path):
+        return []
+    try:
+        return locks.compare(locks.read(path), current or lock_of(ctx, path))
+    except ConfigError:
+        return []
+
+
+def after_success(ctx, path, current=None, rewrite=True):
+    """After a successful sync: record its lock in the store's history and rewrite an existing lock
+    file that says something else. Returns (history meta, whether the lock file was written)."""
+    current = current or lock_of(ctx, path)
+    meta = history.record(ctx.store, ctx.config.path, current)
+    written = bool(rewrite and os.path.exists(path) and locks.write(path, current))
+    return meta, written
+
+
+# --- the sides of a diff ---------------------------------------------------------------------------
+
+def _is_lock_file(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(64).lstrip().startswith("{")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def resolve_side(ref):
+    """A lock document for one side of ``sitedist diff``: a lock file, a config (resolved now), or
+    ``CONFIG@N`` (the lock recorded by sync N of that config). Returns (lock, description)."""
+    config, at, n = ref.rpartition("@")
+    if at and n.isdigit() and os.path.isfile(config):
+        store = _store_of(config)
+        return history.read_lock(store, config, int(n)), f"{config} sync {n}"
+    if not os.path.isfile(ref):
+        raise ConfigError(f"no such file: {ref}", hint="give a site config, a lock file or CONFIG@N (sync N of "
+                                                       "'sitedist history CONFIG')")
+    if _is_lock_file(ref):
+        return locks.read(ref), ref
+    ctx = _flow().load(ref)
+    return lock_of(ctx), ref
+
+
+def _store_of(config_path):
+    from sitedist.core.store import Store
+    from sitedist.spec.config import load_config
+
+    config = load_config(config_path)
+    return Store(config.store_root)
+
+
+def last_published(ctx):
+    """(history meta, lock) of the newest recorded sync of this config, or (None, None)."""
+    metas = history.records(ctx.store, ctx.config.path)
+    if not metas:
+        return None, None
+    return metas[-1], history.read_lock(ctx.store, ctx.config.path, metas[-1]["n"])
+
+
+# --- going back to a recorded state ----------------------------------------------------------------
+
+def module_entry(node, prefix):
+    """The ModuleEntry of a node (resolved or locked) whose artifact is at ``prefix``."""
+    from sitedist.core.store import Store
+    from sitedist.modules.entry import ModuleEntry
+
+    try:
+        subdirs = tuple(Store.read_marker(prefix).get("subdirs", ()))
+    except (OSError, ValueError):
+        subdirs = ()
+    f = locks.module_fields(node)
+    return ModuleEntry(name=node.name, version=node.version, prefix=prefix, artifact_id=node.aid, kind=f["kind"],
+                       description=f["description"], homepage=f["homepage"],
+                       compiler=tuple(f["compiler"]) if f["compiler"] else None,
+                       mpi=tuple(f["mpi"]) if f["mpi"] else None, toolchain=f["toolchain"],
+                       options=tuple(map(tuple, f["options"])), run_depends=tuple(map(tuple, f["run_depends"])),
+                       env=tuple(map(tuple, f["env"])), subdirs=subdirs, explicit=f["explicit"])
+
+
+def restore(config_path, ref):
+    """Publish the module tree and profiles of a recorded sync (``ref`` a number of 'sitedist history')
+    or of a lock file, from artifacts already in the store; builds nothing. Returns lines for people."""
+    import dataclasses
+
+    from sitedist.core.gcroots import InUse
+    from sitedist.core.store import Store
+    from sitedist.spec.config import load_config
+
+    flow = _flow()
+    config = load_config(config_path)
+    store = Store(config.store_root, config.upstreams, group=config.store_group, build_dir=config.build_dir)
+    if ref.isdigit():
+        lock, what = history.read_lock(store, config_path, int(ref)), f"sync {ref} of {config_path}"
+    else:
+        lock, what = locks.read(ref), ref
+    plan = locks.locked_plan(lock)
+    prefixes, missing = {}, []
+    for node in plan.nodes:
+        prefixes[node.key] = store.find(node.name, node.version, node.aid)
+        if prefixes[node.key] is None:
+            missing.append(node.label + f" [{node.aid}]")
+    if missing:
+        from sitedist.errors import StoreError
+
+        git = next((m.get("git") for m in history.records(store, config_path) if ref.isdigit() and
+                    str(m["n"]) == ref), None)
+        hint = (f"check out commit {git['commit'][:12]} of the config and run 'sitedist sync' there (it builds "
+                f"what is missing), then run this again") if git else "sync the config that wrote it to build them"
+        raise StoreError(f"{len(missing)} artifact(s) of {what} are no longer in the store "
+                         f"{store.root}: {', '.join(missing)}; nothing was changed\n  hint: {hint}")
+    profiles = {name: dataclasses.replace(spec, packages=list(lock["profiles"][name]))
+                for name, spec in config.profiles.items() if name in lock.get("profiles", {})}
+    config = dataclasses.replace(config, profiles=profiles)
+    ctx = flow.Context(config=config, store=store, host=None, plan=plan,
+                       states={n.key: "complete" for n in plan.nodes}, prefixes=prefixes)
+    flow.check_publish_targets(config)
+    lines = []
+    with InUse(store, prefixes.values(), what=f"restoring {what}"):
+        published = flow.publish(ctx)
+    for result in published.get("modules", []):
+        lines.append(f"modules: generation {result.generation} in {result.root} ({result.modules} modules)")
+    lines += [f"profile: {result}" for result in published.get("profiles", [])]
+    lines.append(f"restored {what}: {len(plan.nodes)} artifacts, nothing built")
+    return lines
