@@ -1,6 +1,7 @@
 """sitedist diff A B: which packages differ between two configs, lock files or recorded syncs, and why."""
 
 import json
+import sys
 
 import click
 
@@ -31,4 +32,4 @@ def diff(a, b, as_json, brief):
             click.echo(line)
         counts = {s: sum(c.status == s for c in changes) for s in ("added", "removed", "changed")}
         click.echo(", ".join(f"{n} {s}" for s, n in counts.items()) if changes else "no differences")
-    raise click.exceptions.Exit(1 if changes else 0)
+    sys.exit(1 if changes else 0)

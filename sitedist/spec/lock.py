@@ -166,7 +166,7 @@ def loads(text, path):
         lock = json.loads(text)
     except ValueError as exc:
         line = getattr(exc, "lineno", 1)
-        what = "is truncated" if not text.strip() or getattr(exc, "pos", 0) >= len(text.rstrip()) else "is not valid JSON"
+        what = "is truncated" if not text.rstrip().endswith("}") else "is not valid JSON"
         raise ConfigError(f"lock file {what} ({getattr(exc, 'msg', exc)})", where=f"{path}:{line}",
                           hint=REGENERATE) from None
     if not isinstance(lock, dict):
@@ -310,6 +310,8 @@ def compare(old, new):
 
 
 def _short(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str) and len(value) >= 40 and all(c in "0123456789abcdef" for c in value):
         return value[:12]
     if isinstance(value, (dict, list)):
@@ -325,8 +327,10 @@ def _ident(identity):
 
 def _identity_reasons(what, a, b):
     """'compiler gcc 12.2.0 -> 12.3.0', or the identity fields that differ."""
-    if not a or not b or a.get("name") != b.get("name") or a.get("version") != b.get("version"):
+    if not a or not b or a.get("name") != b.get("name"):
         return [f"{what} {_ident(a)} -> {_ident(b)}"]
+    if a.get("version") != b.get("version"):
+        return [f"{what} {a['name']} {a.get('version')} -> {b.get('version')}"]
     return [f"{what} {a['name']} {a['version']}: {k} {_short(a.get(k))} -> {_short(b.get(k))}"
             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
@@ -340,7 +344,8 @@ def explain(a, b, old_lock, new_lock, depth=1):
     a dependency whose id changed is explained ``depth`` levels down, indented."""
     da, db = a["doc"], b["doc"]
     reasons = []
-    for key in sorted(set(da) | set(db)):
+    # The package's own inputs first, its dependencies last.
+    for key in sorted(set(da) | set(db), key=lambda k: (k == "depends", k)):
         va, vb = da.get(key), db.get(key)
         if va == vb:
             continue
