@@ -117,7 +117,7 @@ def record(store, config_path, lock, now=None):
     """Record a successful sync of ``config_path`` that resolved to ``lock``; returns its meta dict (the
     newest record when it says the same)."""
     directory = history_dir(store, config_path)
-    os.makedirs(directory, exist_ok=True)
+    store._mkdir(directory, shared=True)   # in a group store, every admin of the group records syncs
     git = git_state(config_path)
     digest = lock_digest(lock)
     past = records(store, config_path)
