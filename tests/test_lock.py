@@ -22,6 +22,8 @@ import pytest
 from conftest import RECIPES, SOURCES, run_cli, tree_digest, write
 
 from sitedist.core.hashing import artifact_id
+from sitedist.core.history import history_dir
+from sitedist.core.store import Store
 
 
 def toy_recipes(d, n=3):
@@ -108,16 +110,23 @@ def drift_stack(tmp_path, shared_store):
                                                       modules=modules, profile=(["libpng", "t1"], prof)))
     run_cli("sync", config, "-j", "2")
     run_cli("lock", config)
-    return tmp_path, config, recipes, [shared_store, modules, tmp_path / "profiles"]
+    # The shared store is written by other test workers meanwhile: what must stay unchanged there is
+    # this config's history, and (checked in locked_fails) every artifact of the drifted plan missing.
+    history = history_dir(Store(str(shared_store)), config)
+    return tmp_path, config, recipes, [modules, tmp_path / "profiles", history]
 
 
-def locked_fails(config, *expected, env=None):
+def locked_fails(config, *expected, env=None, plan_built=False):
     proc = run_cli("sync", config, "--locked", check=False, env=env)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "nothing was built or changed" in proc.stderr and "Traceback" not in proc.stderr
     for line in expected:
         assert line in proc.stderr, proc.stderr
     assert "[build]" not in proc.stderr and "built" not in proc.stdout
+    # Nothing of the drifted plan was built: what it lacks is still missing.
+    plan = json.loads(run_cli("sync", config, "--dry-run", "--json", env=env).stdout)["artifacts"]
+    missing = [a for a in plan if a["state"] == "missing"]
+    assert (plan_built or missing) and all(not os.path.exists(a["prefix"]) for a in missing)
     return proc.stderr
 
 
@@ -201,7 +210,8 @@ def test_drift_sitedist_protocol(drift_stack):
         json.dump(lock, f, indent=1, sort_keys=True)
     builder = lock["sitedist"]["protocols"]["builder"]
     err = locked_fails(config, f"zlib 1.2.13: id changed: sitedist builder protocol {builder} -> {builder + 1}",
-                       f"t0 1.0: id changed: sitedist builder protocol {builder} -> {builder + 1}")
+                       f"t0 1.0: id changed: sitedist builder protocol {builder} -> {builder + 1}",
+                       plan_built=True)  # the lock is older than the store, whose artifacts are the plan's
     assert "gcc" not in err.split("hint:")[0].replace("libpng", "")
     assert tree_digest(*trees) == before
 
