@@ -85,8 +85,8 @@ def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor
         meta, rewritten = locking.after_success(ctx, lock_file, current, rewrite=locked is None)
         if rewritten and not as_json:
             click.echo(f"lock: {lock_file} rewritten")
-        if not as_json and meta:
-            click.echo(f"history: sync {meta['n']} of {config} (sitedist history {config})")
+        if not as_json and meta.get("new"):
+            click.echo(f"history: recorded as sync {meta['n']} of {config} (see sitedist history)")
     if not result.ok:
         first = next(iter(result.failed.values()), None)
         raise BuildError(str(first) if first else "some builds failed")

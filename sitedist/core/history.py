@@ -114,8 +114,8 @@ def read_lock(store, config_path, n, directory=None):
 
 
 def record(store, config_path, lock, now=None):
-    """Record a successful sync of ``config_path`` that resolved to ``lock``; returns its meta dict (the
-    newest record when it says the same)."""
+    """Record a successful sync of ``config_path`` that resolved to ``lock``; returns its meta dict, with
+    ``new`` True (or the newest record's, when that one says the same)."""
     directory = history_dir(store, config_path)
     store._mkdir(directory, shared=True)   # in a group store, every admin of the group records syncs
     git = git_state(config_path)
@@ -139,7 +139,7 @@ def record(store, config_path, lock, now=None):
             "config": os.path.abspath(config_path), "git": git, "digest": digest,
             "artifacts": len(lock.get("artifacts", {}))}
     store.write_json_atomic(os.path.join(directory, f"{n}.json"), meta)
-    return meta
+    return dict(meta, new=True)
 
 
 def kept_prefixes(store, keep):
