@@ -66,7 +66,7 @@ def injected(tmp_path_factory):
         write(path, _yaml(doc))
     header = "\n".join(text for _, text, _ in rows) + "\nends in a backslash \\"
     config = site_config(tmp, {f"evil{i}": None for i in range(len(rows))}, store=tmp / "store", recipes=[recipes],
-                         extra=f"modules: {{root: {tmp}/modules, header: {_yaml(header)}, "
+                         extra=f"modules: {{root: {tmp}/modules, lmod_cache: {tmp}/cache, header: {_yaml(header)}, "
                                f"footer: {_yaml(header)}}}\n")
     run_cli("sync", config)
     prefixes = {}
@@ -108,6 +108,21 @@ def test_hostile_text_comes_out_literally_and_runs_nothing(injected, tool_fmt, t
         assert f"Homepage:  https://example.org/{text}\n" in help_text, (name, help_text)
         assert f"Description: {text} second line {text}" in whatis, (name, whatis)
         assert f"URL: https://example.org/{text}" in whatis, (name, whatis)
+
+
+def test_lmods_spider_cache_of_hostile_text_runs_nothing(injected, tmp_path):
+    """Lmod's system spider cache, written by the publish from the same modulefiles, is read as Lua by
+    every `module spider` and `module avail`: the text stays data there too."""
+    tmp, canary, rows, _ = injected
+    assert (tmp / "cache" / "spiderT.lua").is_file()
+    (tmp_path / "lmodrc.lua").write_text(
+        f'scDescriptT = {{ {{ dir = "{tmp}/cache", timestamp = "{tmp}/cache/timestamp" }} }}\n')
+    sh = ModuleShell.lmod(f"{tmp}/modules/lmod", tmp_path, extra_env={"LMOD_RC": str(tmp_path / "lmodrc.lua")})
+    r = sh.run("module -t avail 2>&1; " + "; ".join(f"module spider evil{i}/1.0 2>&1" for i in range(len(rows))))
+    assert os.listdir(canary) == [], f"hostile text ran a command: {os.listdir(canary)}"
+    assert "error" not in r.stdout.lower(), r.stdout
+    for i in range(len(rows)):
+        assert f"evil{i}/1.0" in r.stdout
 
 
 # --- refused at load: more rows of the hostile-input table ------------------------------------------
