@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from browser import artifact_dir, chromium
-from conftest import run_cli, site_config
+from conftest import RECIPES, run_cli, site_config
 from modtools import LMOD_INIT, ModuleShell, em5_init, make_prefix  # noqa: F401 (em5_init is a fixture)
 from test_modules_hierarchy import GCC, aid, build_stack
 
@@ -34,7 +34,8 @@ def example_entries(tmp):
     store = tmp / "store"
     extra = [package(store, "fftw", "3.3.9", compiler=GCC, toolchain="gcc"),
              package(store, "libdemo", "2.1", description="Demo library for PNG images",
-                     homepage="https://example.org/libdemo")]
+                     homepage="https://example.org/libdemo", keywords=("graphics",),
+                     link_depends=(("zlib", "1.3", stack["zlib"].artifact_id),))]
     return stack, list(stack.values()) + extra
 
 
@@ -114,6 +115,7 @@ def test_page_search_load_lines_keyboard_and_phone(tree, driver, tmp_path):
     # search as you type: name anywhere, description and keyword words from their start
     assert search(driver, "hello") == ["mpihello"]
     assert search(driver, "png") == ["libdemo"]              # a word of the description
+    assert search(driver, "graph") == ["libdemo"]            # the start of a keyword of its recipe
     assert search(driver, "mpi") == ["mpich", "mpihello", "openmpi"]
     assert search(driver, "mpich") == ["mpich", "mpihello"]  # mpihello has an mpich build (keyword)
     assert search(driver, "gcc 3.3") == [] and driver.find_element(By.ID, "none").is_displayed()
@@ -140,6 +142,7 @@ def test_page_search_load_lines_keyboard_and_phone(tree, driver, tmp_path):
         lines.setdefault(code.get_attribute("data-tool"), set()).add(code.text)
     assert lines == {"lmod": LINES, "environment-modules": LINES}
     assert "Depends on\nzlib 1.3" in item.text and "compiler gcc 12.2.0, MPI openmpi 4.1.4" in item.text
+    assert "(library)" not in item.text
     # the copy button puts the exact line on the clipboard
     driver.execute_cdp_cmd("Browser.grantPermissions", {"permissions": ["clipboardReadWrite",
                                                                         "clipboardSanitizedWrite"]})
@@ -150,6 +153,10 @@ def test_page_search_load_lines_keyboard_and_phone(tree, driver, tmp_path):
         "const done = arguments[0]; navigator.clipboard.readText().then(done, e => done('ERROR ' + e))")
     assert copied == line and button.text in ("Copied", "Copy")
     driver.save_screenshot(str(artifact_dir() / "catalog-desktop.png"))
+    search(driver, "libdemo")
+    click(driver, driver.find_element(By.CSS_SELECTOR, "li[data-name=libdemo] summary"))
+    wait_rendered(driver, ["libdemo"])
+    assert "Depends on\nzlib 1.3 (library)" in driver.find_element(By.CSS_SELECTOR, "li[data-name=libdemo]").text
     # readable on a phone: nothing wider than the screen
     driver.set_window_size(390, 844)
     assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
@@ -330,13 +337,13 @@ def test_site_template_overrides_the_page(tmp_path):
 
 def test_sync_publishes_the_catalog_and_the_command_copies_it(shared_store, tmp_path):
     www = tmp_path / "www"
-    config = site_config(tmp_path, {"hello": None}, store=shared_store, extra=(
+    config = site_config(tmp_path, {"hello": None, "libpng": None}, store=shared_store, extra=(
         f"modules: {{root: {tmp_path}/modules, catalog: {{site_name: Example HPC, help_url: /help/}}}}\n"))
     run_cli("sync", "-j", "2", config)
     out = run_cli("catalog", config).stdout
     assert out.startswith(f"{os.path.realpath(tmp_path / 'modules' / 'generations' / '1' / 'catalog')}/index.html:")
     out = run_cli("catalog", config, "--output", www).stdout
-    assert out == f"{www}/index.html: generation 1, 2 packages\n"   # hello and its host compiler
+    assert out == f"{www}/index.html: generation 1, 3 packages\n"   # hello, libpng and the host compiler
     for name in ("catalog.json", "index.html"):
         assert (www / name).read_bytes() == (tmp_path / "modules" / "catalog" / name).read_bytes()
     data = json.loads((www / "catalog.json").read_text())
@@ -346,6 +353,23 @@ def test_sync_publishes_the_catalog_and_the_command_copies_it(shared_store, tmp_
     assert b["load"] == {"lmod": "module load hello/2.10", "environment-modules": "module load hello/2.10"}
     assert b["built"] and b["target"] and b["id"] in b["prefix"]
     assert data["site"] == {"name": "Example HPC", "logo": "", "help_url": "/help/"}
+    assert {"greeting", "example"} <= set(p["keywords"])                 # the recipe's keywords
+    png = next(p for p in data["packages"] if p["name"] == "libpng")["versions"][0]["builds"][0]
+    assert [(d["name"], d["kind"]) for d in png["depends"]] == [("zlib", "link")]
+    assert "zlib" not in [p["name"] for p in data["packages"]]           # implicit: hidden, as in avail
+
+
+def test_a_hostile_keyword_is_a_recipe_error(tmp_path):
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    text = (Path(RECIPES) / "hello.yml").read_text().replace("keywords: [greeting, example]",
+                                                               "keywords: [greeting, '<script>']")
+    (recipes / "hello.yml").write_text(text)
+    config = site_config(tmp_path, {"hello": None}, recipes=[recipes])
+    proc = run_cli("sync", "--dry-run", config, check=False)
+    line = text.splitlines().index("keywords: [greeting, '<script>']") + 1
+    assert proc.returncode == 2 and f"hello.yml:{line}:" in proc.stderr and "keywords.1" in proc.stderr
+    assert "no spaces, control characters, < or >" in proc.stderr
 
 
 def test_a_javascript_help_url_is_a_config_error(tmp_path):

@@ -148,10 +148,13 @@ def catalog_data(plan, config, generation=None, built=built_time):
                     "options": [f"{k}={v}" for k, v in e.options],
                     "target": str(config.get("target") or ""),
                     "id": e.artifact_id, "prefix": e.prefix, "built": dates[e.prefix],
-                    "depends": [{"name": n, "version": v, "id": a} for n, v, a in e.run_depends],
+                    "depends": [{"name": n, "version": v, "id": a, "kind": kind}
+                                for kind, deps in (("link", e.link_depends), ("run", e.run_depends))
+                                for n, v, a in deps],
                     "prerequisites": list(prereqs[id(m)]),
                     "load": {tool: line for tool in tool_info},
                 })
+                keywords.update(e.keywords)
                 keywords.update(x for x in (e.name, e.toolchain, e.compiler and e.compiler[0],
                                              e.mpi and e.mpi[0], e.kind if e.kind != "package" else "") if x)
             builds.sort(key=lambda b: (b["prerequisites"], b["id"]))

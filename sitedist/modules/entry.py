@@ -13,11 +13,13 @@ class ModuleEntry:
     kind: str = "package"     # 'package' | 'compiler' | 'mpi'
     description: str = ""
     homepage: str = ""
+    keywords: tuple = ()      # the recipe's keywords (the catalog page's search)
     compiler: Optional[tuple] = None   # (name, version) it was built with; None for Core
     mpi: Optional[tuple] = None        # (name, version) of its MPI; None if none
     toolchain: str = ""       # toolchain name in the config, e.g. 'gcc-openmpi'
     options: tuple = ()       # ((key, value), ...) the non-default options
     run_depends: tuple = ()   # ((name, version, artifact_id), ...) modules this one loads
+    link_depends: tuple = ()  # ((name, version, artifact_id), ...) libraries it links (the catalog lists them)
     env: tuple = ()           # ((op, VAR, value), ...); op in set/prepend/append; value may hold '{prefix}'
     subdirs: tuple = ()       # standard subdirectories present in the prefix: 'bin', 'share/man', ...
     explicit: bool = True     # the admin asked for it (else a dependency, hidden when hide_implicit)

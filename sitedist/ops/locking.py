@@ -123,7 +123,9 @@ def module_entry(node, prefix):
                        compiler=tuple(f["compiler"]) if f["compiler"] else None,
                        mpi=tuple(f["mpi"]) if f["mpi"] else None, toolchain=f["toolchain"],
                        options=tuple(map(tuple, f["options"])), run_depends=tuple(map(tuple, f["run_depends"])),
-                       env=tuple(map(tuple, f["env"])), subdirs=subdirs, explicit=f["explicit"])
+                       env=tuple(map(tuple, f["env"])), subdirs=subdirs, explicit=f["explicit"],
+                       link_depends=tuple(map(tuple, f.get("link_depends", ()))),   # absent from older locks
+                       keywords=tuple(f.get("keywords", ())))
 
 
 def restore(config_path, ref):

@@ -66,7 +66,8 @@ def module_fields(node):
     if node.kind != "package":
         host = node.host
         return {"kind": node.kind, "description": host.description, "homepage": "", "compiler": None, "mpi": None,
-                "toolchain": "", "options": [], "run_depends": [], "explicit": True,
+                "toolchain": "", "options": [], "run_depends": [], "link_depends": [], "keywords": [],
+                "explicit": True,
                 "env": [["set", var, path] for var, path in sorted(host.build_env.items())]}
     tc, recipe = node.toolchain, node.recipe
     defaults = {k: v["default"] for k, v in recipe.options.items()}
@@ -77,6 +78,8 @@ def module_fields(node):
         "toolchain": "" if tc.default else tc.name,
         "options": sorted([k, str(v)] for k, v in node.options.items() if defaults.get(k) != v),
         "run_depends": [[d.name, d.version, d.aid] for d in node.deps.get("run", [])],
+        "link_depends": [[d.name, d.version, d.aid] for d in node.deps.get("link", [])],
+        "keywords": list(recipe.keywords),
         "env": [[op, var, value] for op in ("set", "prepend", "append")
                 for var, value in sorted(recipe.env.get(op, {}).items())],
         "explicit": node.explicit,

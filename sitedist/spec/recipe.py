@@ -26,6 +26,7 @@ class Recipe:
     path: str
     description: str = ""
     homepage: str = ""
+    keywords: tuple = ()      # words the catalog page's search finds the package by
     versions: dict = field(default_factory=dict)
     depends: dict = field(default_factory=dict)
     build: str = "autotools"
@@ -112,6 +113,7 @@ def load_recipe(path, expected_name=None, cache=None):
         path=os.path.abspath(path),
         description=doc.get("description", ""),
         homepage=doc.get("homepage", ""),
+        keywords=tuple(doc.get("keywords") or ()),
         versions=versions,
         depends={k: list(v) for k, v in (doc.get("depends") or {}).items()},
         build=build,

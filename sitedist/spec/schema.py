@@ -17,6 +17,7 @@ VERSION = r"\A[A-Za-z0-9][A-Za-z0-9_+.~-]{0,63}\Z"
 SHA256 = r"\A[0-9a-f]{64}\Z"
 COMMIT = r"\A[0-9a-f]{40}\Z"
 VARIABLE = r"\A[A-Za-z_][A-Za-z0-9_]*\Z"  # environment variable names
+KEYWORD = r"\A[^\x00-\x20\x7f<>]{1,40}\Z"   # a recipe's search word for the catalog page
 HELP_URL = r"\A(https?://|mailto:|/|\./)[^\s<>\"']*\Z"   # a link on the catalog page: never javascript:
 
 
@@ -236,6 +237,7 @@ RECIPE = {
         "name": {"type": "string", "pattern": NAME},
         "description": {"type": "string"},
         "homepage": {"type": "string"},
+        "keywords": {"type": "array", "items": {"type": "string", "pattern": KEYWORD}},
         "versions": {
             "type": "object",
             "minProperties": 1,
@@ -361,6 +363,7 @@ def _describe(error, document, filename):
                 NAME: "names are letters, digits and _ + . - (no '/', no '..'), at most 64 characters",
                 VERSION: "versions are letters, digits and _ + . ~ - (no '/', no '..')",
                 HELP_URL: "an http(s):// or mailto: URL, or a path on the web server starting with / or ./",
+                KEYWORD: "a keyword is one word of at most 40 characters: no spaces, control characters, < or >",
                 }.get(error.validator_value)
     elif validator == "enum":
         message = f"{dotted}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
