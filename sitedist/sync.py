@@ -69,11 +69,14 @@ def resolve_targets(config):
     return out
 
 
-def load(config_path, refresh_probe=False, probe_report=None):
+def load(config_path, refresh_probe=False, probe_report=None, adjust=None):
     """Stages 1-3: load and validate the config, probe the host (or take ``probe_report``), resolve and
-    hash the plan."""
+    hash the plan. ``adjust(config)`` may return a changed config first (a past commit's config with
+    today's store and publish roots: sitedist.ops.locking)."""
     docs = DocCache.for_config(config_path, cache_dir())
     config = load_config(config_path, docs)
+    if adjust is not None:
+        config = adjust(config)
     store = Store(config.store_root, config.upstreams, group=config.store_group, build_dir=config.build_dir)
     for upstream in store.upstreams:
         if not os.path.isdir(upstream.root):

@@ -42,7 +42,7 @@ def toy_recipes(d, n=3):
 def config_text(store, recipes, packages, modules=None, profile=None, extra=""):
     lines = [f"store: {store}", f"recipes: [{', '.join(map(str, recipes))}]", f"mirrors: [{SOURCES}]"]
     if modules:
-        lines.append(f"modules: {{root: {modules}}}")
+        lines.append(f"modules: {{root: {modules}}}")  # may carry more keys: "ROOT, keep: 1"
     lines.append("packages:")
     lines += [f"  {name}: {body or '{}'}" for name, body in packages.items()]
     if profile:
@@ -369,3 +369,63 @@ def test_future_protocol_lock(locked):
     line = edited[:edited.index('"hash": ')].count("\n") + 1
     bad_lock(config, lock_file, f"{lock_file}:{line}: the lock was written with hash protocol {hash_protocol + 1}",
              "upgrade sitedist")
+
+
+def test_gc_keeps_the_last_recorded_syncs(tmp_path):
+    """Without a module tree or profile, what keeps a past sync's artifacts is the history: the newest
+    K recorded syncs (history: keep, or gc --keep-syncs). Going back to a sync GC removed is refused."""
+    recipes = toy_recipes(tmp_path / "recipes", 2)
+    store = tmp_path / "store"
+    config = write(tmp_path / "site.yml", config_text(store, [recipes], {"t1": None}))
+    run_cli("sync", config)
+    v1 = artifact_ids(store)
+    edit(config, "t1: {}", "t1: {}\n  t0: {options: {fast: true}}")
+    run_cli("sync", config)
+    v2 = artifact_ids(store)
+    assert len(v2) == len(v1) + 2  # t0 and t1 again, with the option
+    dry = run_cli("gc", config, "--dry-run", "--keep-syncs", "2").stdout
+    assert ": would remove 0 artifacts" in dry, dry
+    assert ": would remove 2 artifacts" in run_cli("gc", config, "--dry-run").stdout  # default: the last sync
+    edit(config, "t0: {options: {fast: true}}", "t0: {options: {fast: true}}\nhistory: {keep: 2}")
+    run_cli("gc", config)
+    assert artifact_ids(store) == v2, "history keep 2 keeps both syncs"
+    edit(config, "history: {keep: 2}", "history: {keep: 1}")
+    run_cli("gc", config)
+    left = artifact_ids(store)
+    assert sorted(left) == sorted(k for k in v2 if k not in v1 or k.startswith("gcc/")), (v1, v2, left)
+    before = tree_digest(store)
+    bad = run_cli("sync", config, "--from-history", "1", check=False)
+    assert bad.returncode == 1 and "no longer in the store" in bad.stderr and "t1 1.0" in bad.stderr
+    assert tree_digest(store) == before
+
+
+def test_back_to_a_collected_sync_builds_it_from_its_commit(tmp_path):
+    """Sync v1 and v2 (v2 edits a recipe) from git commits; GC removes v1's artifacts; going back to v1
+    exports v1's commit, checks it resolves to v1's recorded ids, builds just what is missing (with v1's
+    recipe, not today's) and publishes v1's module tree."""
+    repo = tmp_path / "stack"
+    toy_recipes(repo / "recipes", 2)
+    site = repo / "site.yml"
+    modules = tmp_path / "modules"
+    write(site, config_text(tmp_path / "store", ["recipes"], {"t1": None},
+                            modules=f"{modules}, keep: 1") + "history: {keep: 1}\n")
+    git(tmp_path, "init", "-q", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "v1")
+    run_cli("sync", site)
+    v1 = artifact_ids(tmp_path / "store")
+    edit(repo / "recipes" / "t0.yml", "echo t0", "echo t0 v2")
+    git(repo, "commit", "-q", "-am", "v2")
+    run_cli("sync", site)
+    run_cli("gc", site)
+    gone = [k for k in v1 if not k.startswith("gcc/")]
+    assert gone and not any(os.path.exists(tmp_path / "store" / k) for k in gone)
+    proc = run_cli("sync", site, "--from-history", "1")
+    assert "built 2 missing artifact(s) from commit" in proc.stdout, proc.stdout
+    assert all(os.path.exists(tmp_path / "store" / k) for k in v1)
+    out = subprocess.run([str(tmp_path / "store" / next(k for k in v1 if k.startswith("t0/")) / "bin" / "t0")],
+                         capture_output=True, text=True).stdout
+    assert out == "t0\n", "v1's recipe built it, not today's"
+    text = "\n".join(p.read_text() for p in (modules / "lmod").rglob("*.lua"))
+    assert all(k.split("-")[-1] in text for k in gone)
+    assert open(repo / "recipes" / "t0.yml").read().count("echo t0 v2") == 1, "the work tree is untouched"

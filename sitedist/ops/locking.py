@@ -128,9 +128,11 @@ def module_entry(node, prefix):
                        keywords=tuple(f.get("keywords", ())))
 
 
-def restore(config_path, ref):
+def restore(config_path, ref, build_missing=True, jobs=None):
     """Publish the module tree and profiles of a recorded sync (``ref`` a number of 'sitedist history')
-    or of a lock file, from artifacts already in the store; builds nothing. Returns lines for people."""
+    or of a lock file, from artifacts already in the store, building nothing. When some are gone and the
+    sync was recorded from a clean git commit, that commit's config and recipes build them (see
+    :func:`rebuild_from_commit`). Returns lines for people."""
     import dataclasses
 
     from sitedist.core.gcroots import InUse
@@ -151,12 +153,14 @@ def restore(config_path, ref):
         if prefixes[node.key] is None:
             missing.append(node.label + f" [{node.aid}]")
     if missing:
-        from sitedist.errors import StoreError
-
         git = next((m.get("git") for m in history.records(store, config_path) if ref.isdigit() and
                     str(m["n"]) == ref), None)
-        hint = (f"check out commit {git['commit'][:12]} of the config and run 'sitedist sync' there (it builds "
-                f"what is missing), then run this again") if git else "sync the config that wrote it to build them"
+        if build_missing and git and not git.get("dirty"):
+            return rebuild_from_commit(config, git, lock, what, missing, jobs=jobs)
+        from sitedist.errors import StoreError
+
+        hint = ("it was recorded from a work tree with uncommitted changes, so its commit does not reproduce it; "
+                if git else "") + "sync the config (and recipes) that wrote it; that builds what is missing"
         raise StoreError(f"{len(missing)} artifact(s) of {what} are no longer in the store "
                          f"{store.root}: {', '.join(missing)}; nothing was changed\n  hint: {hint}")
     profiles = {name: dataclasses.replace(spec, packages=list(lock["profiles"][name]))
@@ -173,3 +177,53 @@ def restore(config_path, ref):
     lines += [f"profile: {result}" for result in published.get("profiles", [])]
     lines.append(f"restored {what}: {len(plan.nodes)} artifacts, nothing built")
     return lines
+
+
+def rebuild_from_commit(current, git, lock, what, missing, jobs=None):
+    """Go back to a recorded sync whose artifacts are partly gone: export its git commit (config and
+    recipes as they were) to a temporary directory, load that config with today's store, module and
+    profile roots, check that it resolves to exactly the recorded ids, then build what is missing and
+    publish, as a sync of that commit would. Returns lines for people."""
+    import dataclasses
+    import subprocess
+    import tempfile
+
+    from sitedist.core.sources import unpack
+    from sitedist.errors import StoreError
+
+    flow = _flow()
+    rel = os.path.relpath(os.path.abspath(current.path), git["root"])
+    if rel.startswith(".."):
+        raise StoreError(f"{what}: the config is no longer inside the git work tree {git['root']}; "
+                         f"{len(missing)} artifact(s) are missing: {', '.join(missing)}")
+    with tempfile.TemporaryDirectory(prefix="sitedist-history-") as tmp:
+        archive = subprocess.run(["git", "-C", git["root"], "archive", "--format=tar", git["commit"]],
+                                 capture_output=True)
+        if archive.returncode != 0:
+            raise StoreError(f"{what}: cannot export commit {git['commit'][:12]} of {git['root']} to build the "
+                             f"{len(missing)} missing artifact(s): {archive.stderr.decode(errors='replace').strip()}")
+        tar = os.path.join(tmp, "commit.tar")
+        with open(tar, "wb") as f:
+            f.write(archive.stdout)
+        tree = os.path.join(tmp, "tree")
+        unpack(tar, tree)
+
+        def today(old):
+            profiles = {name: dataclasses.replace(spec, root=current.profiles[name].root)
+                        for name, spec in old.profiles.items() if name in current.profiles}
+            return dataclasses.replace(old, path=current.path, store_root=current.store_root,
+                                       store_group=current.store_group, build_dir=current.build_dir,
+                                       upstreams=current.upstreams, modules=current.modules, profiles=profiles)
+
+        ctx = flow.load(os.path.join(tree, rel), adjust=today)
+        changes = locks.compare(lock, lock_of(ctx))
+        if changes:
+            raise DriftError(f"{what}: commit {git['commit'][:12]} no longer resolves to the recorded ids on this "
+                             f"host, so the missing artifacts cannot be rebuilt as they were; nothing was built or "
+                             f"changed:\n  " + "\n  ".join(c.summary() for c in changes))
+        result = flow.finish_sync(ctx, jobs=jobs)
+        if not result.ok:
+            first = next(iter(result.failed.values()), None)
+            raise StoreError(f"{what}: rebuilding from commit {git['commit'][:12]} failed: {first}")
+    return [f"built {len(result.built)} missing artifact(s) from commit {git['commit'][:12]}: "
+            + ", ".join(result.built), f"restored {what}: {len(lock['artifacts'])} artifacts"]

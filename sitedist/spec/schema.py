@@ -112,6 +112,11 @@ SITE_CONFIG = {
         "mirrors": _str_or_strings,
         "upstreams": _str_or_strings,
         "jobs": {"type": "integer", "minimum": 1},
+        "history": {  # admin_docs/reproducible-stacks.md
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"keep": {"type": "integer", "minimum": 0}},
+        },
         "executor": {
             "type": "object",
             "additionalProperties": False,
