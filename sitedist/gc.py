@@ -28,6 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from sitedist.core.history import kept_prefixes
 from sitedist.core.gcroots import gc_lock, live_roots, register
 from sitedist.core.locks import StoreLock, is_stale, read_holder
 from sitedist.core.store import Store, remove_tree
@@ -222,7 +223,7 @@ def disk_usage(path, seen=None):
 
 # --- the collection --------------------------------------------------------------------------------
 
-def collect(config, dry_run=False, keep=None, older_than_days=None, on_wait=None):
+def collect(config, dry_run=False, keep=None, older_than_days=None, on_wait=None, keep_syncs=None):
     """Prune generations by the retention rule, mark, and sweep the config's store (never an upstream)."""
     store = Store(config.store_root, config.upstreams, group=config.store_group, build_dir=config.build_dir)
     result = GcResult(store=store.root, dry_run=dry_run)
@@ -230,15 +231,15 @@ def collect(config, dry_run=False, keep=None, older_than_days=None, on_wait=None
         return result
     store.check_is_store()
     if dry_run:
-        _collect(store, config, result, keep, older_than_days)
+        _collect(store, config, result, keep, older_than_days, keep_syncs)
         return result
     store.init()
     with gc_lock(store, on_wait):
-        _collect(store, config, result, keep, older_than_days)
+        _collect(store, config, result, keep, older_than_days, keep_syncs)
     return result
 
 
-def _collect(store, config, result, keep, older_than_days):
+def _collect(store, config, result, keep, older_than_days, keep_syncs):
     from sitedist import profiles
 
     dry = result.dry_run
@@ -275,6 +276,11 @@ def _collect(store, config, result, keep, older_than_days):
     for name, prefixes in live_roots(store).items():
         result.roots.append((f"root {name}", len(prefixes)))
         roots |= prefixes
+    keep_syncs = config.history_keep if keep_syncs is None else keep_syncs
+    recorded = kept_prefixes(store, keep_syncs)  # so that 'sync --from-history' needs no build
+    if recorded:
+        result.roots.append((f"the last {keep_syncs} recorded sync(s) of each config", len(recorded)))
+        roots |= recorded
     live = closure(store, roots)
 
     seen = set()

@@ -6,6 +6,9 @@ import click
 @click.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--keep-syncs", type=click.IntRange(0), default=None,
+              help="Keep the artifacts of the newest N recorded syncs of each config (default: the config's "
+                   "'history: keep', else 0: only module trees, profiles and roots keep artifacts).")
 @click.option("--keep", type=click.IntRange(1), default=None,
               help="First prune profile generations beyond the newest N (the current one is always kept).")
 @click.option("--older-than", "older_than", type=click.FloatRange(0), default=None, metavar="DAYS",
@@ -15,7 +18,7 @@ import click
               help="Instead of collecting: keep the artifacts PREFIX... (and their dependencies) as root NAME.")
 @click.option("--remove-root", metavar="NAME", default=None, help="Instead of collecting: drop root NAME.")
 @click.argument("prefixes", nargs=-1, metavar="[PREFIX]...")
-def gc(config, dry_run, keep, older_than, verbose, add_root, remove_root, prefixes):
+def gc(config, dry_run, keep_syncs, keep, older_than, verbose, add_root, remove_root, prefixes):
     """Remove the artifacts of CONFIG's store that no module tree, profile, develop environment, registered
     root or running sync refers to (directly or as a dependency). Upstream stores are never touched."""
     from sitedist import gc as collector
@@ -41,7 +44,7 @@ def gc(config, dry_run, keep, older_than, verbose, add_root, remove_root, prefix
         click.echo(f"waiting for the GC lock: {describe_holder(info)}", err=True)
 
     result = collector.collect(load_config(config), dry_run=dry_run, keep=keep, older_than_days=older_than,
-                               on_wait=on_wait)
+                               on_wait=on_wait, keep_syncs=keep_syncs)
     verb = "would remove" if dry_run else "removed"
     if verbose:
         for what, count in result.roots:

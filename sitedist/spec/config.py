@@ -100,7 +100,7 @@ class SiteConfig:
     jobs: Optional[int]
     raw: dict  # the merged, marked document: for error locations
     executor: dict = field(default_factory=lambda: {"type": "local"})  # where builds run (admin_docs/slurm.md)
-    history_keep: int = 1   # GC keeps the artifacts of this many recorded syncs (reproducible-stacks.md)
+    history_keep: int = 0   # GC keeps the artifacts of this many recorded syncs (reproducible-stacks.md)
 
     def where(self, *path):
         """file:line of a setting, for error messages."""
@@ -306,7 +306,7 @@ def load_config(path, cache=None):
         jobs=raw.get("jobs"),
         raw=raw,
         executor=_executor(raw),
-        history_keep=(raw.get("history") or {}).get("keep", 1),
+        history_keep=(raw.get("history") or {}).get("keep", 0),
     )
 
 
