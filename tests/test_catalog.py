@@ -307,6 +307,14 @@ def test_hostile_text_is_shown_as_text_and_never_runs(driver, tmp_path):
     search(driver, "onerror")
     assert driver.execute_script("return typeof window.pwned") == "undefined"
     driver.save_screenshot(str(artifact_dir() / "catalog-hostile.png"))
+    # defence in depth: a script that got into the page anyway would not run (the policy names the
+    # page's own script by its hash), while the page's own script still does
+    injected = tmp_path / "injected.html"
+    injected.write_text(html.replace("<main>", "<main><script>window.pwned=7</script>"
+                                               "<img src=x onerror=\"window.pwned=8\">", 1))
+    open_page(driver, injected)
+    assert driver.find_element(By.ID, "count").text == "4 of 4 packages"
+    assert driver.execute_script("return typeof window.pwned") == "undefined"
 
 
 def test_embedded_json_cannot_close_its_script_element():

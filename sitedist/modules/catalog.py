@@ -11,6 +11,8 @@ The page trusts nothing in the data: the JSON is embedded with every ``<``, ``>`
 page builds its DOM with ``textContent`` and links only http(s) homepages.
 """
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -34,6 +36,10 @@ FORMAT_VERSION = 1
 TOOLS = {"lmod": ("lua", "tcl"), "environment-modules": ("tcl",)}
 TOOL_LABELS = {"lmod": "Lmod", "environment-modules": "Environment Modules"}
 _URL = re.compile(r"\Ahttps?://[^\s<>\"']+\Z", re.I)
+# The inline scripts of a rendered page (its JSON data element, which never runs, is not one; nothing in the
+# data can open or close a <script> element: json_for_html escapes every '<').
+_INLINE_SCRIPT = re.compile(r"<script(?![^>]*\b(?:type=\"application/json\"|src=))[^>]*>(.*?)</script>", re.S | re.I)
+_HASHES_TOKEN = "'sitedist-script-hashes'"
 # What JSON text must not hold inside a <script> element ('<' could close it or open a comment).
 _JSON_ESCAPES = (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
                  ("\u2029", "\\u2029"))
@@ -183,18 +189,23 @@ def json_for_html(text):
 
 def render_page(data, renderer, text=None):
     """index.html for catalog ``data`` (``text``: its JSON, if made already), from the site's or the
-    built-in catalog.html.j2."""
+    built-in catalog.html.j2. Its Content-Security-Policy lets only the template's own inline scripts run,
+    named by their sha256: even text that got into the page as HTML could not run a script."""
     env = renderer.env.overlay(autoescape=True)
     try:
         template = env.get_template(TEMPLATE)
-        return template.render(site=data["site"], data=Markup(json_for_html(text or to_json(data))),
-                               packages=len(data["packages"]), generated=data["generated"])
+        page = template.render(site=data["site"], data=Markup(json_for_html(text or to_json(data))),
+                               packages=len(data["packages"]), generated=data["generated"],
+                               script_src=Markup(_HASHES_TOKEN))
     except Exception as err:  # a site's template: jinja2 errors, or a bad filter use
         import jinja2
 
         if isinstance(err, jinja2.TemplateError):
             raise ModulesError(f"catalog template {TEMPLATE}: {err}; fix it in modules.templates") from None
         raise
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(m.encode()).digest()).decode()}'"
+                      for m in _INLINE_SCRIPT.findall(page)) or "'none'"
+    return page.replace(_HASHES_TOKEN, hashes, 1)   # the first: the policy in <head>, before any data
 
 
 def write_catalog(plan, config, directory, renderer=None, generation=None):
