@@ -217,3 +217,17 @@ def test_root_does_not_build_into_a_users_home(tmp_path, other):
     assert f"no 'store:' is set, and the default {other[2]}/.sitedist is not safe to use" in proc.stderr
     assert "owned by uid" in proc.stderr and "hint: set 'store:'" in proc.stderr
     assert sorted(os.listdir(other[2])) == before
+
+
+@pytest.mark.slow
+def test_root_is_told_when_a_recipe_is_writable_by_another_user(tmp_path, other):
+    """Recipes are code that runs as root: one in a directory another user owns gets a warning."""
+    theirs = tmp_path / "theirs"
+    synthetic(theirs, "alpha")
+    subprocess.run(["chown", "-R", f"{other[0]}:", str(theirs)], check=True)
+    cfg = write(tmp_path / "site.yml", f"store: {tmp_path / 'store'}\nrecipes: [{theirs}]\npackages: {{alpha: {{}}}}\n")
+    proc = run_cli("sync", "--dry-run", cfg, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert f"warning: recipe {theirs}/alpha.yml: {theirs} is owned by uid {other[1]}" in proc.stderr
+    assert proc.stderr.count("whoever can write it decides what runs as root") == 1, proc.stderr
+    subprocess.run(["chown", "-R", "root:", str(theirs)], check=True)
+    assert "whoever can write it" not in run_cli("sync", "--dry-run", cfg).stderr

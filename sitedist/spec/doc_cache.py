@@ -8,12 +8,15 @@ above it owned by this user or root, and not writable by others; as root, owned 
 """
 
 import hashlib
+import logging
 import os
 import pickle
 
-from sitedist.core.trust import open_private, private_dir, write_private
+from sitedist.core.trust import open_private, private_dir, untrusted_reason, write_private
 from sitedist.spec.marked_yaml import load_file
 from sitedist.spec.schema import validate
+
+log = logging.getLogger(__name__)
 
 
 def _stamp(path):
@@ -26,6 +29,7 @@ class DocCache:
         self.path = path
         self.entries = {}
         self.dirty = False
+        self.warned = set()   # directories already named in a warning (once per run)
         if path and os.path.exists(path):
             try:
                 with open_private(path, "rb") as f:
@@ -46,6 +50,7 @@ class DocCache:
     def load(self, path, schema, what):
         """The document at ``path``, validated against ``schema``; errors name file and line."""
         path = os.path.abspath(path)
+        self._warn_if_others_can_write(path, what)
         try:
             stamp = _stamp(path)
         except OSError:
@@ -60,6 +65,19 @@ class DocCache:
             self.entries[path] = (stamp, doc)
             self.dirty = True
         return doc
+
+    def _warn_if_others_can_write(self, path, what):
+        """As root, say when a config or recipe could have been written by another user: its build
+        commands run as root (admin_docs/security.md). A warning, not an error: admins often share a
+        group-writable checkout on purpose."""
+        directory = os.path.dirname(path)
+        if os.geteuid() != 0 or directory in self.warned:
+            return
+        reason = untrusted_reason(path)
+        if reason is not None:
+            self.warned.add(directory)
+            log.warning("%s %s: %s; whoever can write it decides what runs as root in this sync", what, path,
+                        reason)
 
     def save(self):
         if not (self.path and self.dirty):
