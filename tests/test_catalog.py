@@ -173,6 +173,34 @@ def test_page_search_load_lines_keyboard_and_phone(tree, driver, tmp_path):
     assert not prefixes
 
 
+def test_page_works_from_a_static_web_server_and_fetches_nothing(tree, driver):
+    import functools
+    import http.server
+    import threading
+
+    tmp, stack, result, data = tree
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, fmt, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp / "modules" / "catalog")))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        driver.get(f"http://127.0.0.1:{server.server_port}/#q=fftw")   # a shared search link
+        assert shown(driver) == ["fftw"]
+        assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
+        assert search(driver, "gcc") == ["fftw", "gcc", "mpihello"]   # built with gcc (keyword)
+        assert driver.current_url.endswith("/#q=gcc")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert requests == ["/"]   # the page alone: no script, style, font, icon or data fetched
+
+
 @pytest.mark.parametrize("tool", ["lmod", "em5"])
 def test_every_load_line_loads_its_build(tree, tool, tmp_path, request):
     tmp, stack, result, data = tree
