@@ -53,10 +53,6 @@ def git_state(path):
     return {"commit": commit, "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None, "root": root}
 
 
-def lock_digest(lock):
-    return hashlib.sha256(json.dumps(lock, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 def records(store, config_path):
     """The recorded syncs of a config, oldest first: [meta dict]."""
     directory = history_dir(store, config_path)
@@ -113,13 +109,13 @@ def read_lock(store, config_path, n, directory=None):
         raise StoreError(f"{path} is unreadable ({exc}); pick another entry of 'sitedist history'") from None
 
 
-def record(store, config_path, lock, now=None):
-    """Record a successful sync of ``config_path`` that resolved to ``lock``; returns its meta dict, with
+def record(store, config_path, lock, digest, now=None):
+    """Record a successful sync of ``config_path`` that resolved to ``lock`` (whose digest the caller
+    computes: this module does not read locks); returns its meta dict, with
     ``new`` True (or the newest record's, when that one says the same)."""
     directory = history_dir(store, config_path)
     store._mkdir(directory, shared=True)   # in a group store, every admin of the group records syncs
     git = git_state(config_path)
-    digest = lock_digest(lock)
     past = records(store, config_path)
     if past and past[-1].get("digest") == digest and past[-1].get("git") == git:
         return past[-1]

@@ -59,7 +59,7 @@ def after_success(ctx, path, current=None, rewrite=True):
     """After a successful sync: record its lock in the store's history and rewrite an existing lock
     file that says something else. Returns (history meta, whether the lock file was written)."""
     current = current or lock_of(ctx, path)
-    meta = history.record(ctx.store, ctx.config.path, current)
+    meta = history.record(ctx.store, ctx.config.path, current, locks.digest(current))
     written = bool(rewrite and os.path.exists(path) and locks.write(path, current))
     return meta, written
 

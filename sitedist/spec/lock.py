@@ -47,8 +47,9 @@ def default_path(config_path):
 # --- building a lock from a plan -----------------------------------------------------------------
 
 def _key_digest(value):
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    # repr of the parsed YAML (str, int, bool, None, lists and mappings in file order): only compared
+    # to name the keys of a recipe that changed, never hashed into an id.
+    return hashlib.sha256(repr(value).encode("utf-8")).hexdigest()[:16]
 
 
 def recipe_entry(recipe, base_dir):
@@ -131,6 +132,13 @@ def build_lock(config, host, plan, base_dir):
     }
 
 
+def digest(lock):
+    """A digest of everything a lock says. The documents enter through the ids that hash them (a lock
+    read with :func:`loads` has ids that match its documents), which keeps this fast."""
+    light = dict(lock, artifacts={k: {f: v for f, v in e.items() if f != "doc"} for k, e in lock["artifacts"].items()})
+    return hashlib.sha256(json.dumps(light, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def dumps(lock):
     """The text of a lock: sorted keys, one value per line, a final newline."""
     return json.dumps(lock, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
@@ -154,6 +162,10 @@ def write(path, lock):
 
 # --- reading and checking a lock -----------------------------------------------------------------
 
+def _no_float(text):
+    raise ValueError(f"a number with a fraction or exponent ({text}): hashed documents hold none")
+
+
 REGENERATE = "regenerate it with 'sitedist lock CONFIG', or restore it from version control (git checkout -- FILE)"
 
 
@@ -166,7 +178,7 @@ def loads(text, path):
     """Parse and check a lock: a truncated or unparsable file, a future format or protocol, a missing
     field, or an id that its document does not give is a ConfigError naming ``path`` and the line."""
     try:
-        lock = json.loads(text)
+        lock = json.loads(text, parse_float=_no_float)
     except ValueError as exc:
         line = getattr(exc, "lineno", 1)
         what = "is truncated" if not text.rstrip().endswith("}") else "is not valid JSON"
@@ -206,10 +218,7 @@ def loads(text, path):
             fail(f"artifact {key}: needs name, version, id, kind and doc", needle)
         if not isinstance(entry["doc"], dict):
             fail(f"artifact {key}: 'doc' must be an object", needle)
-        try:
-            recomputed = artifact_id(entry["doc"])
-        except TypeError as exc:
-            fail(f"artifact {key}: its document cannot be hashed ({exc})", needle)
+        recomputed = artifact_id(entry["doc"], checked=False)  # JSON: string keys; floats refused above
         if recomputed != entry["id"]:
             fail(f"artifact {key}: id {entry['id']} does not match its document (which hashes to {recomputed}); "
                  f"the lock was edited by hand", needle)
