@@ -84,3 +84,32 @@ def test_quiet_writes_nothing():
 def test_clean_line_keeps_what_a_terminal_shows():
     assert clean_line("50%\r100% done\n") == "100% done"
     assert clean_line("\x1b[32mok\x1b[0m\tyes") == "ok      yes"
+
+
+def test_batch_jobs_are_shown_from_submission_with_their_node_and_job():
+    """The events of the Slurm executor (build/slurm.py): queued, then start on a node, then done or failed."""
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def events(progress):
+        progress({"event": "queued", "key": "a", "label": "zlib 1.3", "time": 1.0, "job": "12", "jobs": 2})
+        progress({"event": "queued", "key": "b", "label": "hello 2.10", "time": 1.0, "job": "13", "jobs": 2})
+        progress({"event": "start", "key": "a", "label": "zlib 1.3", "time": 2.0, "job": "12", "node": "cn01",
+                  "jobs": 2, "slot": 0})
+        progress({"event": "failed", "key": "a", "label": "zlib 1.3", "time": 3.0, "duration": 1.0,
+                  "error": "boom", "job": "12", "node": "cn01"})
+        progress.close()
+
+    plain = io.StringIO()
+    events(Progress(total=2, stream=plain, mode="plain"))
+    lines = [re.sub(r"^\S+ \S+ +\d+/\d+ ", "", line) for line in plain.getvalue().splitlines()]
+    assert lines[:4] == ["queued zlib 1.3 as Slurm job 12 (-j2)", "queued hello 2.10 as Slurm job 13 (-j2)",
+                         "start zlib 1.3 (-j2) on cn01, Slurm job 12",
+                         "FAILED zlib 1.3 after 1.0s (Slurm job 12 on cn01): boom"]
+
+    live = Terminal()
+    events(Progress(total=2, stream=live, mode="live"))
+    screen = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", live.getvalue())
+    assert "1 building, 1 queued" in screen and "running on cn01, job 12" in screen, screen
+    assert "0 building, 1 queued, 0 built, 1 failed" in screen and "hello 2.10" in screen, screen

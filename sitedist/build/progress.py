@@ -63,6 +63,7 @@ class Progress:
         self.mode, self.total = mode, total
         self.counts = {"done": 0, "failed": 0, "skipped": 0}
         self.running = {}  # key -> [label, start, last line]
+        self.queued = set()  # keys of running entries that are batch jobs not started yet
         self.began = time.time()
         self._lock = threading.Lock()
         self._drawn = 0  # lines of the live block on screen, the cursor just below them
@@ -79,7 +80,9 @@ class Progress:
             kind, key = event["event"], event["key"]
             if kind == "queued":  # a batch job submitted (executor slurm): shown as waiting until it starts
                 self.running[key] = [event.get("label") or key, event["time"], f"pending (job {event.get('job')})"]
+                self.queued.add(key)
             elif kind == "start":
+                self.queued.discard(key)
                 where = f"running on {event['node']}, job {event.get('job')}" if event.get("node") else ""
                 self.running[key] = [event.get("label") or key, event["time"], where]
             elif kind == "output":
@@ -87,6 +90,7 @@ class Progress:
                     self.running[key][2] = clean_line(event.get("line", ""))
             elif kind in self.counts:
                 self.running.pop(key, None)
+                self.queued.discard(key)
                 self.counts[kind] += 1
             if self.mode == "json":
                 self._write(json.dumps(event, default=str) + "\n")
@@ -143,8 +147,10 @@ class Progress:
         columns, rows = _terminal_size(self.stream)
         now = time.time()
         c = self.counts
+        queued = f", {len(self.queued)} queued" if self.queued else ""
         head = (f"[{self._finished()}/{self.total}] {format_duration(now - self.began)}  "
-                f"{len(self.running)} building, {c['done']} built, {c['failed']} failed, {c['skipped']} skipped")
+                f"{len(self.running) - len(self.queued)} building{queued}, {c['done']} built, {c['failed']} failed, "
+                f"{c['skipped']} skipped")
         lines = [head]
         room = max(1, rows - 2)
         builds = sorted(self.running.values(), key=lambda r: r[1])
