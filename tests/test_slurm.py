@@ -313,3 +313,15 @@ def test_the_job_of_a_complete_artifact_exits_at_once(tmp_path):
     assert outcome["state"] == "reused" and outcome["job"] == "4242" and outcome["node"] == "node7"
     assert "build-artifact" not in run_cli("--help").stdout  # hidden: it is not a command for people
 
+
+
+def test_a_job_sbatch_refuses_stops_the_sync_with_slurms_reason(tmp_path, slurm):
+    recipes = tmp_path / "recipes"
+    recipe(recipes, "one", [install("one")])
+    config = site_config(tmp_path, {"one": None}, recipes=[recipes],
+                         extra="executor: {type: slurm, partition: no-such-partition}\n")
+    proc = run_cli("sync", config, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "sbatch refused the job of gcc" in proc.stderr and "--partition=no-such-partition" in proc.stderr, proc.stderr
+    assert "invalid partition" in proc.stderr.lower(), proc.stderr
+    assert our_jobs(tmp_path) == [] and all(a["state"] == "missing" for a in artifacts(config).values())
