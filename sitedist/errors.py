@@ -69,3 +69,11 @@ class DriftError(SitedistError):
 
     def __init__(self, message, hint=None):
         super().__init__(message + (f"\n  hint: {hint}" if hint else ""))
+
+
+class CacheError(SitedistError):
+    """A binary cache cannot be read, written or trusted, or an entry of it cannot be installed."""
+
+
+class RelocationError(CacheError):
+    """An artifact from a cache cannot be relocated to this store's path (admin_docs/caches.md)."""

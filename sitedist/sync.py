@@ -27,6 +27,8 @@ class Context:
     plan: object
     states: dict = field(default_factory=dict)    # node key -> 'complete'|'upstream'|'missing'|'incomplete'
     prefixes: dict = field(default_factory=dict)  # node key -> prefix (own store or upstream)
+    cache_mode: str = "use"   # binary caches: 'use' (before building), 'off' (--no-cache), 'only' (--cache-only)
+    installer: object = None  # sitedist.cache.install.Installer of the config's caches, when it has some
 
     def to_build(self):
         return [n for n in self.plan.nodes if self.states[n.key] not in ("complete", "upstream")]
@@ -138,13 +140,16 @@ def describe_plan(ctx):
             line += "  (an interrupted build left an incomplete prefix; it will be removed)"
         elif state == "upstream":
             line += f"  {ctx.prefixes[node.key]}"
+        if state in ("missing", "incomplete") and (cache := cache_for(ctx, node)) is not None:
+            line = f"  [cache]    {node.label:<34} {node.aid}  (from {cache})"
         lines.append(line)
     if ctx.config.modules:
         from sitedist.publish import check_modules
 
         lines += [f"  modules: {note}" for note in check_modules(ctx)]
+    from_cache = sum(1 for line in lines if line.startswith("  [cache]"))
     lines.append(f"{len(ctx.plan.nodes)} artifacts: {len(ctx.plan.nodes) - len(missing)} present, "
-                 f"{len(missing)} to build")
+                 f"{len(missing) - from_cache} to build" + (f", {from_cache} from caches" if from_cache else ""))
     return lines
 
 
@@ -155,12 +160,34 @@ class SyncResult:
     failed: dict
     skipped: dict
     reasons: dict = field(default_factory=dict)
+    fetched: list = field(default_factory=list)  # keys installed from a binary cache, not built
     published: object = None
     report: dict = None
 
     @property
     def ok(self):
         return not self.failed and not self.skipped
+
+
+def use_caches(ctx, mode="use", on_wait=None, on_note=None):
+    """Set how this sync uses the config's binary caches (admin_docs/caches.md)."""
+    from sitedist.cache.install import Installer, caches_from_config
+
+    ctx.cache_mode = mode
+    ctx.installer = None
+    if mode != "off" and ctx.config.caches:
+        ctx.installer = Installer(ctx.store, caches_from_config(ctx.config), on_wait=on_wait, on_note=on_note)
+    elif mode == "only":
+        raise ConfigError("--cache-only: the config lists no 'caches:'", where=ctx.config.path)
+    return ctx.installer
+
+
+def cache_for(ctx, node):
+    """The url of the first cache that has this package artifact, else None (no lookup when off)."""
+    if ctx.installer is None or node.kind != "package":
+        return None
+    cache = ctx.installer.find(node.aid)
+    return cache.url if cache else None
 
 
 def make_builder(ctx, on_wait=None, record_extra=None):
@@ -190,9 +217,23 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None, execut
     todo = ctx.to_build()
     todo_keys = {n.key for n in todo}
     known = past_durations(store)
+    def run(node, c):
+        if ctx.installer is not None and node.kind == "package":
+            outcome = ctx.installer.install(builder.spec_record(node, None, None), c)
+            if outcome:
+                return outcome
+        if ctx.cache_mode == "only" and node.kind == "package":
+            from sitedist.errors import CacheError
+
+            raise CacheError(f"{node.label} ({node.aid}) is in none of the caches (or none could serve it) and "
+                             f"--cache-only forbids building it"
+                             + "".join(f"\n    {n}" for n in (ctx.installer.notes if ctx.installer else [])
+                                       if node.aid in n or "skipped" in n))
+        return builder.build(node, c)
+
     jobs_list = [
         Job(key=n.key, deps=tuple(d.key for d in n.all_deps() + n.deps.get("host", []) if d.key in todo_keys),
-            run=(lambda c, n=n: builder.build(n, c)), label=n.label,
+            run=(lambda c, n=n: run(n, c)), label=n.label,
             estimate=known.get(n.label, 10.0) if n.kind == "package" else 0.01,
             max_jobs=0 if (n.recipe is None or n.recipe.parallel) else 1)
         for n in todo
@@ -244,7 +285,10 @@ def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None, exe
     with InUse(ctx.store, in_use, what=f"sync {ctx.config.path}"):
         refresh_states(ctx)
         result = build_missing(ctx, jobs, keep_going, events, on_wait, executor) if ctx.to_build() else None
-        sync_result = SyncResult(ctx=ctx, built=list(result.succeeded) if result else [],
+        fetched_ids = dict(ctx.installer.fetched) if ctx.installer else {}
+        fetched = [n.key for n in ctx.plan.nodes if n.aid in fetched_ids and result and n.key in result.succeeded]
+        sync_result = SyncResult(ctx=ctx, built=[k for k in (result.succeeded if result else []) if k not in fetched],
+                                 fetched=fetched,
                                  failed=dict(result.failed) if result else {},
                                  skipped=dict(result.skipped) if result else {},
                                  reasons=dict(result.reasons) if result else {})
@@ -270,6 +314,10 @@ def write_report(ctx, result, started, jobs, executor="local"):
         extra[node.key] = {"prefix": ctx.prefixes[node.key],
                            "log": os.path.join(build_dir, "build.log") if node.key in result.failed
                            else os.path.join(ctx.prefixes[node.key], ".sitedist", "build.log.gz")}
+    fetched = dict(ctx.installer.fetched) if ctx.installer else {}
+    for node in ctx.plan.nodes:
+        if node.aid in fetched:
+            extra[node.key]["from_cache"] = fetched[node.aid]
     meta = {"config": ctx.config.path, "store": ctx.store.root, "slots": jobs, "executor": executor, "started": started,
             "finished": time.time(), "nodes": extra}
     try:

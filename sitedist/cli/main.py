@@ -30,6 +30,7 @@ COMMANDS = {
     "build-artifact": ("sitedist.cli.build_artifact", "build_artifact", None),  # hidden: a Slurm job runs it
     "lock": ("sitedist.cli.lock", "lock", "Write a lock file: every id of the plan and its inputs."),
     "diff": ("sitedist.cli.diff", "diff", "Which packages differ between two configs, locks or syncs, and why."),
+    "cache": ("sitedist.cli.cache", "cache", "Make signing keys for binary caches and push artifacts into one."),
     "history": ("sitedist.cli.history", "history", "List the recorded syncs of a config."),
 }
 

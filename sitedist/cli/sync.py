@@ -26,7 +26,11 @@ from sitedist.errors import BuildError
 @click.option("--from-history", "from_history", default=None, metavar="N|LOCKFILE",
               help="Publish the module tree and profiles of recorded sync N (see 'sitedist history') or of "
                    "a lock file again, without building.")
-def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor, locked, from_history):
+@click.option("--no-cache", "no_cache", is_flag=True, help="Build everything; do not look in the config's binary caches.")
+@click.option("--cache-only", "cache_only", is_flag=True,
+              help="Install what is missing from the binary caches only; fail instead of building a package.")
+def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor, locked, from_history, no_cache,
+         cache_only):
     """Build every missing artifact CONFIG selects, then publish modules and profiles atomically."""
     from sitedist import sync as flow
     from sitedist.ops import locking
@@ -36,8 +40,16 @@ def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor
             click.echo(line)
         return
     lock_file = locking.lock_path(config, locked or None)
+    if no_cache and cache_only:
+        raise click.UsageError("--no-cache and --cache-only exclude each other")
+    cache_mode = "off" if no_cache else "only" if cache_only else "use"
+
+    def on_note(text):
+        click.echo(f"note: {text}", err=True)
+
     if dry_run:
         ctx = flow.load(config, refresh_probe=reprobe)
+        flow.use_caches(ctx, cache_mode, on_note=on_note)
         if locked is not None:
             locking.check_locked(ctx, lock_file)
         if as_json:
@@ -49,6 +61,7 @@ def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor
         return
 
     ctx = flow.load(config, refresh_probe=reprobe)
+    flow.use_caches(ctx, cache_mode, on_note=on_note)
     if locked is not None:
         current = locking.check_locked(ctx, lock_file)
     else:
@@ -93,17 +106,19 @@ def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor
 
 
 def plan_json(ctx):
+    from sitedist import sync as flow
     from sitedist.spec.resolve import why
 
     return {"config": ctx.config.path, "store": ctx.store.root, "artifacts": [
         {"name": n.name, "version": n.version, "id": n.aid, "kind": n.kind, "state": ctx.states[n.key],
          "prefix": ctx.prefixes[n.key], "toolchain": n.toolchain.name if n.toolchain else None,
-         "reason": why(ctx.store, n) if ctx.states[n.key] == "missing" else None}
+         "reason": why(ctx.store, n) if ctx.states[n.key] == "missing" else None,
+         "cache": flow.cache_for(ctx, n) if ctx.states[n.key] in ("missing", "incomplete") else None}
         for n in ctx.plan.nodes]}
 
 
 def summary_json(result):
-    return {"ok": result.ok, "built": result.built, "failed": {k: str(v) for k, v in result.failed.items()},
+    return {"ok": result.ok, "built": result.built, "fetched": result.fetched, "failed": {k: str(v) for k, v in result.failed.items()},
             "skipped": result.skipped, "report": result.report,
             "modules": [getattr(p, "__dict__", str(p)) for p in (result.published or {}).get("modules", [])]
             if result.published else None}
@@ -111,6 +126,8 @@ def summary_json(result):
 
 def summary_lines(result):
     lines = []
+    if result.fetched:
+        lines.append(f"fetched {len(result.fetched)} from caches: " + ", ".join(result.fetched))
     if result.built:
         lines.append(f"built {len(result.built)}: " + ", ".join(result.built))
     for key, exc in result.failed.items():
@@ -131,6 +148,6 @@ def summary_lines(result):
         lines += [f"  to use them: module use {path}" for path in pub.modulepath.values()][:1]
     for pub in (result.published or {}).get("profiles", []):
         lines.append(f"profile: {pub}")
-    if result.ok and not result.built:
+    if result.ok and not result.built and not result.fetched:
         lines.append("nothing to build")
     return lines

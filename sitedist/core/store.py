@@ -37,6 +37,7 @@ from sitedist.errors import StoreError
 
 FORMAT = 1
 META = ".sitedist"
+PADDING = "__sitedist_padding__"  # the directory names of a padded store root (store.padded_length)
 MARKER = "complete"
 SUBDIRS = ("bin", "sbin", "lib", "lib64", "include", "share/man", "man", "share/info", "lib/pkgconfig",
            "lib64/pkgconfig", "share/pkgconfig", "lib/cmake", "lib64/cmake", "share/aclocal",

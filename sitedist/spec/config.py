@@ -15,17 +15,19 @@ from typing import Optional
 
 from sitedist.errors import ConfigError
 from sitedist.spec.doc_cache import DocCache
+from sitedist.core.store import PADDING
 from sitedist.spec.marked_yaml import MarkedDict, MarkedList, mark_at
 from sitedist.spec.schema import SITE_CONFIG
 from sitedist.spec.text import check_text
 
-SEARCH_LISTS = ("recipes", "mirrors", "upstreams")
+SEARCH_LISTS = ("recipes", "mirrors", "upstreams", "caches")
 # (dotted key, kind) of every path-valued setting; '*' stands for any key of a mapping.
 PATH_KEYS = [
     ("store", "path"), ("store.root", "path"), ("store.build_dir", "path"),
     ("recipes", "paths"), ("mirrors", "mirrors"), ("upstreams", "paths"),
     ("modules.root", "path"), ("modules.templates", "path"), ("modules.lmod_cache", "path"),
     ("host.paths", "paths"), ("host.packages.*.prefix", "path"), ("profiles.*.root", "path"),
+    ("caches.*.url", "url"), ("caches.*.trusted_keys", "paths"),
 ]
 
 MODULE_DEFAULTS = {
@@ -101,6 +103,8 @@ class SiteConfig:
     raw: dict  # the merged, marked document: for error locations
     executor: dict = field(default_factory=lambda: {"type": "local"})  # where builds run (admin_docs/slurm.md)
     history_keep: int = 0   # GC keeps the artifacts of this many recorded syncs (reproducible-stacks.md)
+    caches: list = field(default_factory=list)  # binary caches, in order (admin_docs/caches.md)
+    store_requested: str = ""  # 'store: root' as written; store_root is padded from it (padded_length)
 
     def where(self, *path):
         """file:line of a setting, for error messages."""
@@ -122,6 +126,8 @@ def _copy_marked(node):
 def _resolved(value, kind, base_dir):
     if kind == "path":
         return _expand(value, base_dir) if isinstance(value, str) else value
+    if kind == "url":
+        return value if not isinstance(value, str) or "://" in value else _expand(value, base_dir)
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list):
         return value
@@ -135,9 +141,20 @@ def _with_paths(doc, base_dir):
     """``doc`` with its path settings made absolute. Parts that change are copied, the rest shared, so
     the cached document is never modified."""
     def visit(node, parts, kind):
+        head, rest = parts[0], parts[1:]
+        if isinstance(node, MarkedList) and head == "*":
+            out = node
+            for i, value in enumerate(node):
+                new = visit(value, rest, kind) if rest else _resolved(value, kind, base_dir)
+                if new is not value:
+                    if out is node:
+                        out = MarkedList(node)
+                        out.mark = getattr(node, "mark", None)
+                        out.item_marks = list(getattr(node, "item_marks", []))
+                    out[i] = new
+            return out
         if not isinstance(node, MarkedDict):
             return node
-        head, rest = parts[0], parts[1:]
         out = node
         for key in list(node) if head == "*" else ([head] if head in node else []):
             value = node[key]
@@ -287,10 +304,15 @@ def load_config(path, cache=None):
             raise ConfigError(f"{'.'.join(where)}: {root} overlaps the store {store_root}",
                               where=str(mark or root), hint="publish modules and profiles outside the store")
     recipe_dirs = _as_list(raw.get("recipes"))
+    requested_root = store["root"]
+    if store.get("padded_length"):
+        store = {**store, "root": padded_root(store["root"], store["padded_length"])}
     return SiteConfig(
         path=path,
         files=files,
         store_root=store["root"],
+        store_requested=requested_root,
+        caches=[dict(c) for c in raw.get("caches") or []],
         store_group=store.get("group"),
         build_dir=store.get("build_dir"),
         keep_failed=store.get("keep_failed", True),
@@ -314,3 +336,17 @@ def _executor(raw):
     """The ``executor:`` block as a plain dict (build/slurm.py checks what it passes to sbatch)."""
     block = raw.get("executor")
     return {"type": "local"} if block is None else dict(block)
+
+
+
+
+def padded_root(root, length):
+    """``root`` extended with padding directories to ``length`` characters (at least), so that artifacts
+    built in it hold a store path long enough to be rewritten in place to any path up to that length
+    (admin_docs/caches.md). A root already that long is used as it is."""
+    root = os.path.normpath(root)
+    while len(root) < length:
+        room = length - len(root) - 1  # the '/'
+        part = (PADDING * (1 + min(room, 200) // len(PADDING)))[:max(min(room, 200), len(PADDING))]
+        root = os.path.join(root, part)
+    return root

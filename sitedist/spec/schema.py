@@ -104,6 +104,10 @@ SITE_CONFIG = {
                         "group": {"type": "string"},
                         "build_dir": {"type": "string"},
                         "keep_failed": {"type": "boolean"},
+                        # Build under a store path padded to this length, so that artifacts pushed to
+                        # a cache can be relocated into stores with paths up to this long
+                        # (admin_docs/caches.md).
+                        "padded_length": {"type": "integer", "minimum": 1, "maximum": 4000},
                     },
                 },
             ]
@@ -111,6 +115,19 @@ SITE_CONFIG = {
         "recipes": _str_or_strings,
         "mirrors": _str_or_strings,
         "upstreams": _str_or_strings,
+        # Binary caches consulted by id before building (admin_docs/caches.md): signed by a trusted
+        # key, or marked unsigned on purpose.
+        "caches": {"type": "array", "items": {"anyOf": [
+            {"type": "object", "additionalProperties": False, "required": ["url", "trusted_keys"],
+             "properties": {"url": {"type": "string", "minLength": 1},
+                            "trusted_keys": {"type": "array", "minItems": 1,
+                                             "items": {"type": "string", "minLength": 1}},
+                            "signed": {"const": True},
+                            "timeout": {"type": "number", "exclusiveMinimum": 0}}},
+            {"type": "object", "additionalProperties": False, "required": ["url", "signed"],
+             "properties": {"url": {"type": "string", "minLength": 1}, "signed": {"const": False},
+                            "timeout": {"type": "number", "exclusiveMinimum": 0}}},
+        ]}},
         "jobs": {"type": "integer", "minimum": 1},
         "history": {  # admin_docs/reproducible-stacks.md
             "type": "object",
