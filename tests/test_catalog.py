@@ -29,10 +29,12 @@ def package(store, name, version, **kw):
 
 def example_entries(tmp):
     """The hierarchical example stack (gcc; openmpi and mpich; mpihello with each MPI; fftw; zlib hidden as
-    an implicit dependency), plus an older fftw and a Core library with a homepage."""
+    an implicit dependency), plus an older fftw and a release candidate of a newer one, and a Core library
+    with a homepage."""
     stack = build_stack(tmp)
     store = tmp / "store"
     extra = [package(store, "fftw", "3.3.9", compiler=GCC, toolchain="gcc"),
+             package(store, "fftw", "3.4rc1", compiler=GCC, toolchain="gcc"),
              package(store, "libdemo", "2.1", description="Demo library for PNG images",
                      homepage="https://example.org/libdemo", keywords=("graphics",),
                      link_depends=(("zlib", "1.3", stack["zlib"].artifact_id),))]
@@ -123,7 +125,7 @@ def test_page_search_load_lines_keyboard_and_phone(tree, driver, tmp_path):
     assert driver.find_element(By.ID, "count").text == "1 of 6 packages"
     # versions and toolchains at a glance, the default marked
     chips = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "li[data-name=fftw] summary .chip")]
-    assert chips == ["3.3.10 (default)", "3.3.9", "gcc 12.2.0"]
+    assert chips == ["3.4rc1", "3.3.10 (default)", "3.3.9", "gcc 12.2.0"]
     # keyboard: '/' focuses the search box, Tab reaches a package, Enter opens it
     body = driver.find_element(By.TAG_NAME, "body")
     search(driver, "")
@@ -216,7 +218,7 @@ def test_every_load_line_loads_its_build(tree, tool, tmp_path, request):
     for i, (p, v, b) in enumerate(rows):
         script.append(f"{b['load'][key]}; snap b{i}; module purge")
     r = sh.run("\n".join(script))
-    assert len(rows) == 8    # gcc, openmpi, mpich (under gcc), mpihello x2, fftw x2, libdemo; no zlib
+    assert len(rows) == 9    # gcc, openmpi, mpich (under gcc), mpihello x2, fftw x3, libdemo; no zlib
     for i, (p, v, b) in enumerate(rows):
         assert r.snaps[f"b{i}"][root_var(b["package"], b["kind"])] == b["prefix"], b["load"][key]
 
@@ -245,7 +247,8 @@ def test_catalog_agrees_with_lmod_spider(tree, tmp_path):
                 assert any(list(parents) in [b["prerequisites"] for _, _, b in builds({"packages": [mine]})]
                            for parents in v.get("parent", [[]]))
     assert ours["mpihello"]["versions"][0]["marked_default"] and not ours["fftw"]["versions"][0]["marked_default"]
-    assert ours["fftw"]["default"] == "3.3.10"   # numeric order, as Lmod's: 3.3.10 is newer than 3.3.9
+    # numeric order, as Lmod's (3.3.10 is newer than 3.3.9), and the release over a newer release candidate
+    assert ours["fftw"]["default"] == "3.3.10" and ours["fftw"]["versions"][1]["marked_default"]
 
 
 def test_rollback_rolls_the_catalog_back_and_a_change_shows(driver, tmp_path):
@@ -264,14 +267,14 @@ def test_rollback_rolls_the_catalog_back_and_a_change_shows(driver, tmp_path):
     open_page(driver, page)
     assert search(driver, "fourier") == ["fftw"]
     chips = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "li[data-name=fftw] summary .chip")]
-    assert chips == ["3.3.11 (default)", "3.3.10", "3.3.9", "gcc 12.2.0"]
+    assert chips == ["3.4rc1", "3.3.11 (default)", "3.3.10", "3.3.9", "gcc 12.2.0"]
     assert driver.find_element(By.CSS_SELECTOR, "li[data-name=fftw] .desc").text == \
         "Fastest Fourier Transform in the West"
     rollback(cfg["root"])
     data = json.loads((tmp_path / "modules" / "catalog" / "catalog.json").read_text())
     assert data["generation"] == first.generation
     fftw = next(p for p in data["packages"] if p["name"] == "fftw")
-    assert [v["version"] for v in fftw["versions"]] == ["3.3.10", "3.3.9"] and fftw["description"] == ""
+    assert [v["version"] for v in fftw["versions"]] == ["3.4rc1", "3.3.10", "3.3.9"] and fftw["description"] == ""
     open_page(driver, page)
     assert search(driver, "fourier") == []
     assert search(driver, "fftw") == ["fftw"]
