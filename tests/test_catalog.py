@@ -374,6 +374,10 @@ def test_site_template_overrides_the_page(tmp_path):
     assert list(data["tools"]) == ["lmod", "environment-modules"]   # Lmod reads the Tcl tree too
     assert data["tools"]["lmod"]["modulepath"] == str(tmp_path / "modules" / "tcl")
     # turning the catalog off publishes a generation without one
+    other = tmp_path / "other"
+    publish([package(store, "tool", "1.0")], {**cfg, "root": str(other), "catalog": {"enabled": False}})
+    assert not os.path.lexists(other / "catalog") and not os.path.lexists(other / "current" / "catalog")
+    # and disabling it later leaves the stable link pointing at nothing, not at an old catalog
     publish([package(store, "tool", "1.0")], {**cfg, "catalog": {"enabled": False}})
     assert not (tmp_path / "modules" / "catalog").exists()
 

@@ -239,7 +239,10 @@ def _switch(root, number):
 
 
 def _ensure_links(root, formats):
-    for tree in [FORMATS[fmt][0] for fmt in formats] + [catalog.CATALOG]:
+    trees = [FORMATS[fmt][0] for fmt in formats]
+    if os.path.isdir(os.path.join(root, CURRENT, catalog.CATALOG)):   # unless modules.catalog.enabled is false
+        trees.append(catalog.CATALOG)
+    for tree in trees:
         link = os.path.join(root, tree)
         if os.path.islink(link) and os.readlink(link) == f"{CURRENT}/{tree}":
             continue
