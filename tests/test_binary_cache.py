@@ -195,3 +195,336 @@ def test_install_from_http_cache(site, tmp_path):
     finally:
         server.close()
     check_store(site, store, modules, tmp_path)
+
+
+# --- entries that must not be installed ----------------------------------------------------------
+
+def resign(cache, aid, change, key):
+    """Rewrite the manifest of ``aid`` with ``change(manifest)`` applied and signed by ``key`` (a secret
+    key file), or unsigned when ``key`` is None."""
+    from sitedist.cache import keys
+
+    path = os.path.join(cache, "manifests", f"{aid}.json")
+    doc = json.load(open(path))
+    change(doc["manifest"])
+    doc["signatures"] = [keys.sign(doc["manifest"], keys.load_secret(key))] if key else []
+    with open(path, "w") as f:
+        json.dump(doc, f)
+
+
+def archive_entry(cache, aid, path):
+    """Point the manifest's archive fields at the archive file as it now is."""
+    import hashlib
+
+    data = open(path, "rb").read()
+
+    def change(m):
+        m["archive"].update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    return change
+
+
+def escaping_archive(cache, aid):
+    """The archive with one more member, '../escaped', as a hostile cache could serve it."""
+    import io
+    import tarfile
+
+    path = os.path.join(cache, "archives", f"{aid}.tar.gz")
+    with tarfile.open(path) as src:
+        members = [(m, src.extractfile(m).read() if m.isreg() else None) for m in src.getmembers()]
+    with tarfile.open(path, "w:gz") as out:
+        for m, data in members:
+            out.addfile(m, io.BytesIO(data) if data is not None else None)
+        evil = tarfile.TarInfo("../escaped")
+        evil.size = 4
+        out.addfile(evil, io.BytesIO(b"evil"))
+    return path
+
+
+def spoil(kind, site, cache):
+    """Make the zlib entry of ``cache`` bad in the way ``kind`` names; returns the expected message."""
+    aid = site["artifacts"]["zlib"]["id"]
+    archive = os.path.join(cache, "archives", f"{aid}.tar.gz")
+    trusted = site["pub"].replace(".pub", ".key")
+    if kind == "tampered":
+        data = bytearray(open(archive, "rb").read())
+        data[len(data) // 2] ^= 0x01
+        open(archive, "wb").write(bytes(data))
+        return "does not match its manifest"
+    if kind == "untrusted":
+        resign(cache, aid, lambda m: None, site["stranger"])
+        return "does not verify with any trusted key"
+    if kind == "unsigned":
+        resign(cache, aid, lambda m: None, None)
+        return "is not signed"
+    if kind == "truncated":
+        data = open(archive, "rb").read()
+        open(archive, "wb").write(data[:len(data) // 2])
+        return "does not match its manifest"
+    if kind == "file-list":
+        resign(cache, aid, lambda m: m["files"].pop("include/zlib.h"), trusted)
+        return "which its manifest does not list"
+    if kind == "escaping":
+        resign(cache, aid, archive_entry(cache, aid, escaping_archive(cache, aid)), trusted)
+        return "refusing to unpack"
+    raise ValueError(kind)
+
+
+def fresh(site, tmp_path, url, packages=("zlib",), signed=True):
+    store = tmp_path / "c"
+    config = write(tmp_path / "c.yml", config_text(store, packages, caches(url, site["pub"], signed)))
+    return store, config
+
+
+def nothing_installed(store):
+    """No artifact of a package in ``store`` (complete or not), no download left behind, nothing outside."""
+    for name in PKGS:
+        assert not os.path.exists(os.path.join(store, name)) or os.listdir(os.path.join(store, name)) == [], name
+    tmp = os.path.join(store, ".sitedist", "tmp")
+    assert not os.path.isdir(tmp) or os.listdir(tmp) == []
+    assert not os.path.exists(os.path.join(store, "zlib", "escaped"))
+
+
+@pytest.mark.parametrize("kind", ["tampered", "untrusted", "unsigned", "truncated", "file-list", "escaping"])
+def test_bad_entry_installs_nothing_under_cache_only(site, tmp_path, kind):
+    cache = tmp_path / "cache"
+    shutil.copytree(site["cache"], cache)
+    expected = spoil(kind, site, str(cache))
+    store, config = fresh(site, tmp_path, cache)
+    proc = run_cli("sync", "--cache-only", "--progress", "quiet", config, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert expected in proc.stderr and "--cache-only forbids building" in proc.stderr, proc.stderr
+    nothing_installed(store)
+    assert not os.path.exists(tmp_path / "escaped") and not os.path.exists(store / "escaped")
+
+
+def test_bad_entry_falls_back_to_building(site, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(site["cache"], cache)
+    expected = spoil("tampered", site, str(cache))
+    store, config = fresh(site, tmp_path, cache)
+    proc, summary = sync_json(config)
+    assert package_builds(summary) == [f"zlib/1.2.13-{site['artifacts']['zlib']['id']}"] and summary["fetched"] == []
+    assert expected in proc.stderr
+    assert verify(config)[0] == 0
+
+
+class Dying(http.server.SimpleHTTPRequestHandler):
+    """Sends the full Content-Length of an archive, then half of it, then drops the connection."""
+
+    def copyfile(self, source, outputfile):
+        if self.path.startswith("/archives/"):
+            data = source.read()
+            outputfile.write(data[:len(data) // 2])
+            outputfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        super().copyfile(source, outputfile)
+
+
+def test_server_dying_mid_download(site, tmp_path):
+    server = Server(site["cache"], Dying)
+    try:
+        store, config = fresh(site, tmp_path, server.url)
+        proc = run_cli("sync", "--cache-only", "--progress", "quiet", config, check=False)
+    finally:
+        server.close()
+    # urllib reads the short body without an error: the size and sha256 checks catch it
+    assert proc.returncode != 0 and ("cannot download archives/" in proc.stderr
+                                     or "a truncated download" in proc.stderr), proc.stderr
+    nothing_installed(store)
+
+
+class Slow(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        import time
+
+        time.sleep(3)
+        try:
+            super().do_GET()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up, as it should
+
+
+def test_cache_down_or_slow_is_reported_once_and_skipped(site, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = Server(site["cache"], Slow)
+    try:
+        store = tmp_path / "c"
+        text = config_text(store, ["zlib", "libpng"], (
+            f"caches:\n  - {{url: 'http://127.0.0.1:{port}', signed: false}}\n"
+            f"  - {{url: '{server.url}', signed: false, timeout: 0.5}}\n"))
+        config = write(tmp_path / "c.yml", text)
+        proc = run_cli("sync", "--dry-run", config)
+    finally:
+        server.close()
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note: cache skipped")]
+    assert len(notes) == 2, proc.stderr
+    assert f"127.0.0.1:{port}" in notes[0] and "timed out" in notes[1], notes
+    assert "[cache]" not in proc.stdout and "[build]" in proc.stdout
+
+
+def test_no_cache_builds(site, tmp_path):
+    store, config = fresh(site, tmp_path, site["cache"])
+    dry = run_cli("sync", "--dry-run", "--no-cache", config).stdout
+    assert "[cache]" not in dry and "[build]    zlib" in dry
+    bad = write(tmp_path / "bad.yml", config_text(store, ["zlib"], "caches:\n  - {url: /x}\n"))
+    proc = run_cli("sync", "--dry-run", bad, check=False)
+    assert proc.returncode == 2 and "bad.yml:" in proc.stderr and "caches" in proc.stderr, proc.stderr
+
+
+def test_longer_path_without_padding_is_refused(shared_store, tmp_path):
+    """An artifact built in an unpadded store holds its path in binary strings (hello's debug info): a
+    longer store path cannot be written over it in place; the error names the artifact, the file and the
+    setting, and nothing is installed."""
+    a = write(tmp_path / "a.yml", config_text(shared_store, ["hello"]))
+    run_cli("sync", "--progress", "quiet", a)
+    run_cli("cache", "keygen", "k", tmp_path / "keys")
+    run_cli("cache", "push", a, tmp_path / "cache", "--key", tmp_path / "keys" / "k.key")
+    store = tmp_path / ("x" * (len(str(shared_store)) + 20))
+    config = write(tmp_path / "b.yml", config_text(store, ["hello"], caches(tmp_path / "cache", tmp_path / "keys" / "k.pub")))
+    proc = run_cli("sync", "--cache-only", "--progress", "quiet", config, check=False)
+    assert proc.returncode != 0
+    assert "hello 2.10" in proc.stderr and "bin/hello" in proc.stderr and "padded_length" in proc.stderr, proc.stderr
+    nothing_installed(store)
+
+
+# --- SIGKILL during an install from a cache --------------------------------------------------------
+# As in test_crash.py: the real CLI runs under a harness that stops the process (SIGSTOP) at one moment
+# of the install of the artifact whose id is CRASH_MATCH; the test then kills it with SIGKILL. The
+# product code has no test hooks.
+
+HARNESS = r"""
+import os, signal, sys, threading
+
+point, match, flag = (os.environ.get(k, "") for k in ("CRASH_AT", "CRASH_MATCH", "CRASH_FLAG"))
+
+
+def pause(what):
+    with open(flag + ".tmp", "w") as f:
+        f.write(what)
+    os.rename(flag + ".tmp", flag)
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+
+
+def wrap(owner, name, before=None, after=None):
+    orig = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        if before and before(*args, **kwargs):
+            pause("before " + name)
+        result = orig(*args, **kwargs)
+        if after and after(*args, **kwargs):
+            pause("after " + name)
+        return result
+    setattr(owner, name, wrapper)
+
+
+def nth(n):
+    calls = []
+    return lambda *a, **k: calls.append(1) or len(calls) == n
+
+
+import sitedist.cache.install as inst
+import sitedist.cache.relocate as reloc
+import sitedist.cache.remote as remote
+import sitedist.core.store as store
+
+marker = lambda src, dst, *a, **k: match in str(dst) and str(dst).endswith("/.sitedist/complete")
+if point == "download":
+    opened = remote.Cache._open
+
+    def _open(self, rel):
+        f = opened(self, rel)
+        if match in rel and rel.startswith("archives/"):
+            class Slow:
+                count = 0
+                def __enter__(self):
+                    return self
+                def __exit__(self, *a):
+                    f.close()
+                def read(self, n=-1):
+                    Slow.count += 1
+                    if Slow.count == 3:
+                        pause("mid-download")
+                    return f.read(4096)
+            return Slow()
+        return f
+    remote.Cache._open = _open
+elif point == "downloaded":
+    wrap(remote.Cache, "download", after=lambda self, manifest, dest: manifest["id"] == match)
+elif point == "locked":
+    wrap(store.Store, "prepare_prefix", after=lambda self, prefix: match in prefix)
+elif point == "unpack-half":
+    pick = nth(3)
+    wrap(os, "open", before=lambda path, flags, *a, **k: match in str(path) and flags & os.O_EXCL and pick())
+elif point == "unpacked":
+    wrap(inst, "unpack", after=lambda archive, dest: match in dest)
+elif point == "checked":
+    wrap(inst, "_check_files", after=lambda prefix, *a: match in prefix)
+elif point == "relocate-half":
+    wrap(reloc, "_read", after=lambda path: match in path and pick())
+    pick = nth(3)
+elif point == "relocated":
+    wrap(inst, "relocate", after=lambda prefix, *a: match in prefix)
+elif point == "seal":
+    wrap(store, "seal", before=lambda prefix, *a: match in prefix)
+elif point == "marker-tmp":
+    wrap(os, "replace", before=marker)
+elif point == "marker-done":
+    wrap(os, "replace", after=marker)
+else:
+    raise SystemExit("unknown crash point " + point)
+
+from sitedist.cli.main import main
+main(sys.argv[1:])
+"""
+
+MOMENTS = ["download", "downloaded", "locked", "unpack-half", "unpacked", "checked", "relocate-half",
+           "relocated", "seal", "marker-tmp", "marker-done"]
+
+
+def test_sigkill_during_cache_install(site, tmp_path):
+    import signal
+    import sys
+    import time
+
+    png = site["artifacts"]["libpng"]
+    for moment in MOMENTS:
+        tmp = tmp_path / moment
+        tmp.mkdir()
+        store, config = tmp / "store", write(tmp / "k.yml", config_text(tmp / "store", ["zlib", "libpng"],
+                                                                          caches(site["cache"], site["pub"])))
+        flag = tmp / "flag"
+        env = {**os.environ, "CRASH_AT": moment, "CRASH_MATCH": png["id"], "CRASH_FLAG": str(flag)}
+        with open(tmp / "out", "w") as out:
+            proc = subprocess.Popen([sys.executable, "-c", HARNESS, "sync", "--progress", "plain", config],
+                                    stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 120
+        while not flag.exists():
+            assert proc.poll() is None, f"{moment}: the sync ended first:\n{open(tmp / 'out').read()}"
+            assert time.monotonic() < deadline, f"{moment}: not reached"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        prefix = os.path.join(store, "libpng", f"1.6.39-{png['id']}")
+        complete = os.path.exists(os.path.join(prefix, ".sitedist", "complete"))
+        assert complete == (moment == "marker-done"), moment
+        code, out, _ = verify(config)
+        found = {f["kind"] for f in out["report"]["errors"]}
+        assert found <= {"incomplete"}, f"{moment}: {json.dumps(out, indent=1)}"
+        # The next sync finishes, from the cache, and leaves nothing behind.
+        _, summary = sync_json(config)
+        assert package_builds(summary) == [], f"{moment}: {summary}"
+        assert summary["fetched"] == ([] if complete else [f"libpng/1.6.39-{png['id']}"]), (moment, summary)
+        code, out, _ = verify(config)
+        assert code == 0 and out["report"]["errors"] == [], f"{moment}: {out}"
+        assert os.listdir(store / ".sitedist" / "tmp") == [], moment
+        assert subprocess.run([os.path.join(prefix, "bin", "libpng-config"), "--version"], capture_output=True,
+                              text=True, check=True).stdout.strip() == "1.6.39"
+        grep = subprocess.run(["grep", "-r", "-l", "-a", "-F", site["store"], str(store)], capture_output=True, text=True)
+        assert grep.stdout == "", (moment, grep.stdout)

@@ -9,7 +9,9 @@ mark it complete with Store.complete, marker last. Any failure removes the prefi
 cache; when none serves, the caller builds it. A kill at any moment leaves a prefix without marker,
 which the next sync removes under the lock before installing or building it again."""
 
+import glob
 import os
+import socket
 import stat
 import threading
 import time
@@ -19,6 +21,7 @@ from sitedist.cache.relocate import check_clean, relocate
 from sitedist.cache.remote import Cache
 from sitedist.core.hashing import file_sha256
 from sitedist.core.locks import StoreLock
+from sitedist.core.processes import pid_alive
 from sitedist.core.sources import unpack
 from sitedist.core.store import iter_files, remove_tree
 from sitedist.errors import CacheError, SitedistError
@@ -91,7 +94,9 @@ class Installer:
         aid, name, version = spec["id"], spec["name"], spec["version"]
         manifest = cache.manifest(aid, name, version, spec["doc"])
         os.makedirs(store.tmp_dir, exist_ok=True)
-        archive = os.path.join(store.tmp_dir, f"cache-{aid}-{os.getpid()}-{time.monotonic_ns()}.tar.gz")
+        _remove_dead_downloads(store.tmp_dir, aid)
+        archive = os.path.join(store.tmp_dir, f"cache-{aid}-{socket.gethostname()}-{os.getpid()}-"
+                                              f"{time.monotonic_ns()}.tar.gz")
         prefix = store.prefix(name, version, aid)
         try:
             if ctx is not None:
@@ -106,6 +111,7 @@ class Installer:
                 try:
                     store.prepare_prefix(prefix)
                     unpack(archive, prefix)
+                    os.unlink(archive)  # before the marker: no kill leaves a download behind a complete artifact
                     _add_absolute_links(prefix, manifest)
                     _check_files(prefix, manifest, f"cache {cache.url}: {name} {version} ({aid})")
                     olds, mapping = _mapping(manifest, spec, prefix, store.root)
@@ -124,6 +130,21 @@ class Installer:
             if os.path.exists(archive):
                 os.unlink(archive)
         return "fetched"
+
+
+def _remove_dead_downloads(tmp_dir, aid):
+    """Downloads of ``aid`` that a killed sync of this host left in the store's tmp/."""
+    host = socket.gethostname()
+    for path in glob.glob(os.path.join(glob.escape(tmp_dir), f"cache-{aid}-{glob.escape(host)}-*.tar.gz")):
+        try:
+            pid = int(os.path.basename(path)[:-len(".tar.gz")].rsplit("-", 2)[1])
+        except ValueError:
+            continue
+        if not pid_alive(pid):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 def _places(manifest):
