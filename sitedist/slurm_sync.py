@@ -83,7 +83,7 @@ def build_through_slurm(ctx, fetcher, jobs_list, slots, keep_going=False, events
         # The same interpreter and the same sitedist code as this sync, whatever 'sitedist' is on PATH.
         return ["env", f"PYTHONPATH={pythonpath}", sys.executable, "-m", "sitedist.cli.main", "build-artifact",
                 config_path, "--key", job.key, "--prefix", prefixes[job.key], "--jobs", str(cpus),
-                "--probe", probe_path, "--result", result_path]
+                "--probe", probe_path, "--result", result_path, "--cache-mode", ctx.cache_mode]
 
     return run_slurm(jobs_list, settings, job_dir, command, slots=slots, keep_going=keep_going, events=events,
                      durations=durations)
@@ -93,7 +93,7 @@ class _Terminated(BaseException):
     """SIGTERM (scancel, the time limit) while building: unwind, so the builder removes the prefix."""
 
 
-def build_one(config_path, key, prefix, jobs, probe_path, result_path, out=sys.stderr):
+def build_one(config_path, key, prefix, jobs, probe_path, result_path, cache_mode="use", out=sys.stderr):
     """The build of one artifact by a Slurm job. Returns the exit status (0: built or already complete)."""
     job = os.environ.get("SLURM_JOB_ID")
     node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
@@ -111,7 +111,7 @@ def build_one(config_path, key, prefix, jobs, probe_path, result_path, out=sys.s
             outcome["state"] = "reused"
             print(f"sitedist: {key} is complete already: nothing to build", file=out)
             return 0
-        outcome["state"] = _build(config_path, key, prefix, jobs, probe_path, job, node, out)
+        outcome["state"] = _build(config_path, key, prefix, jobs, probe_path, job, node, cache_mode, out)
         return 0
     except _Terminated as exc:
         outcome["error"] = (f"the build of {key} was stopped by {exc} (scancel, or the job's time limit) on {node}; "
@@ -134,10 +134,10 @@ def build_one(config_path, key, prefix, jobs, probe_path, result_path, out=sys.s
         os.replace(tmp, result_path)
 
 
-def _build(config_path, key, prefix, jobs, probe_path, job, node, out):
+def _build(config_path, key, prefix, jobs, probe_path, job, node, cache_mode, out):
     from sitedist.build.scheduler import JobContext
     from sitedist.host.probe import ProbeReport
-    from sitedist.sync import load, make_builder
+    from sitedist.sync import fetch_or_build, load, make_builder, use_caches
 
     with open(probe_path, encoding="utf-8") as f:
         report = ProbeReport.from_json(json.load(f))
@@ -153,7 +153,8 @@ def _build(config_path, key, prefix, jobs, probe_path, job, node, out):
     if missing:
         raise BuildError(f"{key}: dependencies not complete: {', '.join(missing)} (their jobs did not finish)")
     builder = make_builder(ctx, record_extra={"executor": {"type": "slurm", "job": job, "node": node}})
+    use_caches(ctx, cache_mode, on_note=lambda note: print(f"sitedist: {note}", file=out, flush=True))
     print(f"sitedist: building {node_obj.label} ({key}) on {node} with {jobs} CPUs", file=out, flush=True)
-    state = builder.build(node_obj, JobContext(key, jobs))
+    state = fetch_or_build(ctx, builder, node_obj, JobContext(key, jobs))  # a binary cache first, as a local sync
     print(f"sitedist: {key} {state}", file=out)
     return state

@@ -207,6 +207,23 @@ def make_builder(ctx, on_wait=None, record_extra=None):
                    target_flags=flags, record_extra=record_extra)
 
 
+def fetch_or_build(ctx, builder, node, job_ctx):
+    """One missing artifact: from a binary cache if one has it, else built (a local sync's scheduler
+    thread and a Slurm job both do this). Returns 'fetched', 'reused' or 'built'."""
+    if ctx.installer is not None and node.kind == "package":
+        outcome = ctx.installer.install(builder.spec_record(node, None, None), job_ctx)
+        if outcome:
+            return outcome
+    if ctx.cache_mode == "only" and node.kind == "package":
+        from sitedist.errors import CacheError
+
+        raise CacheError(f"{node.label} ({node.aid}) is in none of the caches (or none could serve it) and "
+                         f"--cache-only forbids building it"
+                         + "".join(f"\n    {n}" for n in (ctx.installer.notes if ctx.installer else [])
+                                   if node.aid in n or "skipped" in n))
+    return builder.build(node, job_ctx)
+
+
 def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None, executor="local"):
     """Stage 4: build what is missing, in dependency order, independent builds in parallel: here, or
     as Slurm jobs (executor 'slurm', sitedist/slurm_sync.py)."""
@@ -217,23 +234,9 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None, execut
     todo = ctx.to_build()
     todo_keys = {n.key for n in todo}
     known = past_durations(store)
-    def run(node, c):
-        if ctx.installer is not None and node.kind == "package":
-            outcome = ctx.installer.install(builder.spec_record(node, None, None), c)
-            if outcome:
-                return outcome
-        if ctx.cache_mode == "only" and node.kind == "package":
-            from sitedist.errors import CacheError
-
-            raise CacheError(f"{node.label} ({node.aid}) is in none of the caches (or none could serve it) and "
-                             f"--cache-only forbids building it"
-                             + "".join(f"\n    {n}" for n in (ctx.installer.notes if ctx.installer else [])
-                                       if node.aid in n or "skipped" in n))
-        return builder.build(node, c)
-
     jobs_list = [
         Job(key=n.key, deps=tuple(d.key for d in n.all_deps() + n.deps.get("host", []) if d.key in todo_keys),
-            run=(lambda c, n=n: run(n, c)), label=n.label,
+            run=(lambda c, n=n: fetch_or_build(ctx, builder, n, c)), label=n.label,
             estimate=known.get(n.label, 10.0) if n.kind == "package" else 0.01,
             max_jobs=0 if (n.recipe is None or n.recipe.parallel) else 1)
         for n in todo
@@ -286,7 +289,8 @@ def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None, exe
         refresh_states(ctx)
         result = build_missing(ctx, jobs, keep_going, events, on_wait, executor) if ctx.to_build() else None
         fetched_ids = dict(ctx.installer.fetched) if ctx.installer else {}
-        fetched = [n.key for n in ctx.plan.nodes if n.aid in fetched_ids and result and n.key in result.succeeded]
+        fetched = [n.key for n in ctx.plan.nodes if result and n.key in result.succeeded
+                   and (n.aid in fetched_ids or result.facts.get(n.key, {}).get("job_outcome") == "fetched")]
         sync_result = SyncResult(ctx=ctx, built=[k for k in (result.succeeded if result else []) if k not in fetched],
                                  fetched=fetched,
                                  failed=dict(result.failed) if result else {},

@@ -325,3 +325,23 @@ def test_a_job_sbatch_refuses_stops_the_sync_with_slurms_reason(tmp_path, slurm)
     assert "sbatch refused the job of gcc" in proc.stderr and "--partition=no-such-partition" in proc.stderr, proc.stderr
     assert "invalid partition" in proc.stderr.lower(), proc.stderr
     assert our_jobs(tmp_path) == [] and all(a["state"] == "missing" for a in artifacts(config).values())
+
+
+def test_a_job_installs_from_a_binary_cache_as_a_local_sync_would(tmp_path, slurm):
+    recipes = tmp_path / "recipes"
+    recipe(recipes, "cached", [install("cached")])
+    recipe(recipes, "uncached", [install("uncached")])
+    built_here = site_config(tmp_path, {"cached": None}, recipes=[recipes], store=tmp_path / "a", name="a.yml")
+    run_cli("sync", built_here)
+    run_cli("cache", "keygen", "site", tmp_path / "keys")
+    run_cli("cache", "push", built_here, tmp_path / "cache", "--key", tmp_path / "keys" / "site.key")
+    config = site_config(tmp_path, {"cached": None, "uncached": None}, recipes=[recipes], store=tmp_path / "b",
+                         extra=f"executor: {{type: slurm, poll: 0.3}}\ncaches:\n  - {{url: {tmp_path / 'cache'}, "
+                               f"trusted_keys: [{tmp_path / 'keys' / 'site.pub'}]}}\n")
+    summary = json.loads(run_cli("sync", "--json", "--progress", "quiet", config).stdout)
+    assert [k.split("/")[0] for k in summary["fetched"]] == ["cached"], summary
+    assert "uncached" in {k.split("/")[0] for k in summary["built"]}, summary
+    report = json.loads(run_cli("report", "--json", config).stdout)
+    outcome = {p["label"].split()[0]: p.get("job_outcome") for p in report["packages"]}
+    assert outcome["cached"] == "fetched" and outcome["uncached"] == "built", outcome
+    assert all(p.get("slurm_job") for p in report["packages"])

@@ -14,7 +14,7 @@ configured default. Each job's batch script, output and result lie in ``job_dir`
 
 Watching, with no accounting needed: every ``poll`` seconds one ``squeue --states=all`` for the
 jobs not finished yet. A job's outcome is the result file its command writes last (JSON with
-``state`` 'built'/'reused'/'failed', ``error``, ``started``, ``finished``, ``node``); a job that
+``state`` 'built'/'reused'/'fetched' (from a binary cache)/'failed', ``error``, ``started``, ``finished``, ``node``); a job that
 ended without one was killed (time limit, node failure, scancel) and counts as failed with Slurm's
 state and reason. A job cancelled because a dependency failed counts as skipped.
 
@@ -300,7 +300,8 @@ class _Watcher:
             self._emit("start", sub.key, job=sub.job_id, node=sub.node, jobs=sub.cpus, slot=0)
         sub.start = result.get("started") or sub.start or time.time()
         sub.end = result.get("finished") or time.time()
-        if result.get("state") in ("built", "reused"):
+        if result.get("state") in ("built", "reused", "fetched"):
+            self.result.facts[sub.key]["job_outcome"] = result["state"]
             sub.outcome = "done"
             self._record(sub, "done")
             self.result.succeeded.append(sub.key)

@@ -14,8 +14,10 @@ import click
               help="The submitting sync's probe report (JSON), so the plan resolves as it did there.")
 @click.option("--result", "result_path", required=True, type=click.Path(dir_okay=False),
               help="Where to write the outcome (JSON) for the submitting sync.")
-def build_artifact(config, key, prefix, jobs, probe_path, result_path):
+@click.option("--cache-mode", type=click.Choice(["use", "off", "only"]), default="use",
+              help="Binary caches as the submitting sync uses them: use, off (--no-cache), only (--cache-only).")
+def build_artifact(config, key, prefix, jobs, probe_path, result_path, cache_mode):
     """Build one artifact of CONFIG under its lock (what a Slurm job of 'sync --executor slurm' runs)."""
     from sitedist.slurm_sync import build_one
 
-    sys.exit(build_one(config, key, prefix, jobs, probe_path, result_path))
+    sys.exit(build_one(config, key, prefix, jobs, probe_path, result_path, cache_mode))
