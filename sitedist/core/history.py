@@ -40,6 +40,11 @@ def _user():
 def git_state(path):
     """``{"commit", "dirty", "root"}`` of the git work tree holding ``path``, or None (not in one, or no git)."""
     directory = os.path.dirname(os.path.abspath(path))
+    probe = directory
+    while not os.path.exists(os.path.join(probe, ".git")):   # no git to run outside a work tree
+        if os.path.dirname(probe) == probe:
+            return None
+        probe = os.path.dirname(probe)
     try:
         head = subprocess.run(["git", "-C", directory, "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
                               text=True, timeout=30)
