@@ -12,12 +12,15 @@ between tests).
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 LMOD_INIT = "/usr/share/lmod/lmod/init/bash"
+# tclint comes with the test extras: in the virtual environment of this Python, which need not be on PATH.
+TCLINT = shutil.which("tclint", path=os.path.dirname(sys.executable)) or "tclint"
 EM5_INSTALLER = Path(__file__).resolve().parents[1] / "scripts" / "install-environment-modules.sh"
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 # Variables a module tool keeps for its own bookkeeping; everything else must be restored by unloading.

@@ -4,7 +4,7 @@ import hashlib
 import subprocess
 
 import pytest
-from modtools import ModuleShell, em5_init, make_prefix, user_env  # noqa: F401  (em5_init is a fixture)
+from modtools import ModuleShell, em5_init, make_prefix, user_env, TCLINT  # noqa: F401  (em5_init is a fixture)
 
 from sitedist.errors import ModulesError
 from sitedist.modules import ModuleEntry, publish
@@ -178,7 +178,7 @@ def test_flat_trees_pass_lmod_syntax_check_and_tclint(tmp_path, stack):
         assert "No errors found" in r.stdout
     tcl_files = [str(p) for p in (tmp_path / "modules/tcl").resolve().rglob("*") if p.is_file()]
     assert len(tcl_files) == len(stack) + 2   # and the .modulerc of zlib (hidden) and tool (default)
-    proc = subprocess.run(["tclint", *tcl_files], capture_output=True, text=True)
+    proc = subprocess.run([TCLINT, *tcl_files], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

