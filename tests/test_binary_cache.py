@@ -528,3 +528,25 @@ def test_sigkill_during_cache_install(site, tmp_path):
                               text=True, check=True).stdout.strip() == "1.6.39"
         grep = subprocess.run(["grep", "-r", "-l", "-a", "-F", site["store"], str(store)], capture_output=True, text=True)
         assert grep.stdout == "", (moment, grep.stdout)
+
+
+def test_user_stack_uses_site_store_in_place_and_cache_for_the_rest(site, tmp_path):
+    """A user's stack lists the site store as upstream and the site's cache: zlib (complete in the site
+    store) is used in place, libpng (only in the cache) is installed into the user's store and finds the
+    site's zlib by RUNPATH."""
+    site_store = tmp_path / "site-store"
+    s_config = write(tmp_path / "s.yml", config_text(site_store, ["zlib"], caches(site["cache"], site["pub"])))
+    run_cli("sync", "--cache-only", "--progress", "quiet", s_config)
+    user_store = tmp_path / "home" / "store"
+    u_config = write(tmp_path / "u.yml", config_text(user_store, ["zlib", "libpng"], caches(site["cache"], site["pub"]))
+                     + f"upstreams: [{site_store}]\n")
+    _, summary = sync_json(u_config, "--cache-only")
+    assert summary["fetched"] == [f"libpng/1.6.39-{site['artifacts']['libpng']['id']}"], summary
+    zlib = plan(u_config)["zlib"]["prefix"]
+    png = plan(u_config)["libpng"]["prefix"]
+    assert zlib.startswith(str(site_store) + "/") and png.startswith(str(user_store) + "/")
+    ldd = subprocess.run(["ldd", os.path.join(png, "bin", "pngfix")], capture_output=True, text=True, check=True).stdout
+    assert f"{zlib}/lib/libz.so.1" in ldd and f"{png}/lib/libpng16.so.16" in ldd, ldd
+    grep = subprocess.run(["grep", "-r", "-l", "-a", "-F", site["store"], str(user_store)], capture_output=True, text=True)
+    assert grep.stdout == ""
+    assert verify(u_config)[0] == 0

@@ -136,9 +136,13 @@ def relocate(prefix, places, mapping, what):
     artifact in errors. Afterwards checks that no file holds an old path any more (unless the new path
     contains the old one, where that cannot be told apart)."""
     stale = stale_prefixes([o for o, _ in mapping])
-    mapping = {o: n for o, n in mapping if o != n}
-    if not mapping:
+    pairs, mapping = mapping, {}
+    for old, new in pairs:
+        mapping.setdefault(old, new)  # the first pair of an old path wins (own prefix, dependencies, roots)
+    if all(o == n for o, n in mapping.items()):
         return
+    # Pairs that stay the same (a dependency used in place from an upstream store) stay in the pattern,
+    # so that a broader pair (an old store root) never rewrites them.
     pattern = _pattern(mapping)
     stale = _pattern(stale) if stale and not any(s in n for s in stale for n in mapping.values()) else None
     for rel, kinds in sorted(places.items()):
