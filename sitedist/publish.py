@@ -16,8 +16,10 @@ def _entry(ctx, node):
 
 
 def module_entries(ctx, target=None):
+    # Host build tools (cmake, make, ...) get no module: users have their own; a tool built from a recipe
+    # is a package like any other.
     return [_entry(ctx, n) for n in ctx.plan.nodes
-            if n.kind != "package" or target is None or n.target == target]
+            if n.kind != "tool" and (n.kind != "package" or target is None or n.target == target)]
 
 
 def module_configs(ctx):

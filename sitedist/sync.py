@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from sitedist.core.sources import Fetcher
 from sitedist.core.store import Store
 from sitedist.errors import ConfigError, SitedistError, StoreError
-from sitedist.host.toolchains import Host, probe_cached, resolve_host, resolve_toolchains
+from sitedist.host.toolchains import (Host, probe_cached, resolve_host, resolve_toolchains, resolve_tools,
+                                     search_dirs)
 from sitedist.spec.config import load_config
 from sitedist.spec.doc_cache import DocCache
 from sitedist.spec.resolve import Resolver, why
@@ -50,8 +51,11 @@ def probe_host_for(config, refresh=False, report=None):
     the submitting host's, so that it resolves the same plan) or a (cached) probe of this host."""
     report = report or probe_report_for(config, refresh)
     packages = resolve_host(config, report)
+    tools = resolve_tools(config, report, packages)
     toolchains = resolve_toolchains(config, packages)
-    return Host(packages=packages, toolchains=toolchains, problems=list(report.problems))
+    return Host(packages=packages, toolchains=toolchains, problems=list(report.problems), tools=tools,
+                search_dirs=tuple(search_dirs(config.host.get("paths", []))),
+                timeout=config.host.get("timeout", 10.0))
 
 
 def resolve_targets(config):
@@ -235,7 +239,8 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None, execut
     todo_keys = {n.key for n in todo}
     known = past_durations(store)
     jobs_list = [
-        Job(key=n.key, deps=tuple(d.key for d in n.all_deps() + n.deps.get("host", []) if d.key in todo_keys),
+        Job(key=n.key, deps=tuple(d.key for d in n.all_deps() + n.deps.get("host", []) + n.deps.get("tools", [])
+                                if d.key in todo_keys),
             run=(lambda c, n=n: fetch_or_build(ctx, builder, n, c)), label=n.label,
             estimate=known.get(n.label, 10.0) if n.kind == "package" else 0.01,
             max_jobs=0 if (n.recipe is None or n.recipe.parallel) else 1)

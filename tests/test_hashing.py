@@ -6,7 +6,8 @@ import pytest
 
 from sitedist.core.hashing import PROTOCOL, artifact_id, canonical, digest
 from sitedist.host.probe import Compiler
-from sitedist.host.toolchains import Host, Toolchain, _compiler_package
+from sitedist.host.toolchains import Host, Toolchain, _compiler_package, tool_package
+from sitedist.host.tools import Tool
 from sitedist.spec.config import load_config
 from sitedist.spec.resolve import BUILDER, Resolver
 
@@ -16,8 +17,12 @@ GCC = Compiler(name="gcc", version="12.2.0", prefix="/usr", cc="/usr/bin/gcc", c
                fc="/usr/bin/gfortran", languages=("c", "c++", "fortran"), triple="x86_64-linux-gnu")
 
 
+TOOLS = {"make": Tool(name="make", version="4.3", prefix="/usr", executables=(("make", "/usr/bin/make"),)),
+         "cmake": Tool(name="cmake", version="3.25.1", prefix="/usr", executables=(("cmake", "/usr/bin/cmake"),))}
+
+
 def test_protocol_versions():
-    assert PROTOCOL == 1 and BUILDER == 2
+    assert PROTOCOL == 2 and BUILDER == 2
 
 
 def test_canonical_form():
@@ -41,10 +46,11 @@ def test_floats_are_refused():
         canonical({"x": 1.5})
 
 
-def resolve(tmp_path, packages, compiler=GCC):
+def resolve(tmp_path, packages, compiler=GCC, tools=TOOLS):
     config = load_config(site_config(tmp_path, packages))
     pkg = _compiler_package(compiler)
-    host = Host(packages={"gcc": pkg}, toolchains={"default": Toolchain("default", pkg, default=True)})
+    host = Host(packages={"gcc": pkg}, toolchains={"default": Toolchain("default", pkg, default=True)},
+                tools={name: [tool_package(t)] for name, t in tools.items()})
     return Resolver(config, host, {"generic": "x86_64"}).plan()
 
 
@@ -66,11 +72,26 @@ def test_compiler_change_changes_every_package_id(tmp_path):
     old = {n.name: n.aid for n in resolve(tmp_path, {"libpng": None}).nodes}
     newer = Compiler(**{**GCC.__dict__, "version": "12.3.0"})
     new = {n.name: n.aid for n in resolve(tmp_path, {"libpng": None}, newer).nodes}
-    assert all(old[k] != new[k] for k in old)
+    assert all(old[k] != new[k] for k in old if k != "make"), "make is a host tool: not built with the compiler"
     moved = Compiler(**{**GCC.__dict__, "prefix": "/opt/gcc", "cc": "/opt/gcc/bin/gcc"})
     assert {n.name: n.aid for n in resolve(tmp_path, {"libpng": None}, moved).nodes} == old, \
         "a compiler's path must not enter the hash"
 
 
-GOLDEN = {"gcc": "xx4cizikyswm6o5xc5wl", "zlib": "cmsszxrhxrs53nj3m52l", "libpng": "k7tfo6wq47l4o7i5inhk",
-          "libyaml": "czccjx3gqjcdc36n7lgq"}  # builder 2; libyaml's script assigns template values (issue 11 item 4)
+def test_tool_version_changes_ids_of_what_it_builds_and_its_path_does_not(tmp_path):
+    old = {n.name: n.aid for n in resolve(tmp_path, {"libyaml": None, "zlib": None}).nodes}
+    newer = dict(TOOLS, cmake=Tool(name="cmake", version="3.28.3", prefix="/usr", executables=TOOLS["cmake"].executables))
+    new = {n.name: n.aid for n in resolve(tmp_path, {"libyaml": None, "zlib": None}, tools=newer).nodes}
+    assert new["libyaml"] != old["libyaml"] and new["zlib"] == old["zlib"], "only the cmake build changes"
+    moved = dict(TOOLS, cmake=Tool(name="cmake", version="3.25.1", prefix="/opt/cmake",
+                                   executables=(("cmake", "/opt/cmake/bin/cmake"),)))
+    assert {n.name: n.aid for n in resolve(tmp_path, {"libyaml": None, "zlib": None}, tools=moved).nodes} == old, \
+        "a tool's path must not enter the hash"
+
+
+# Protocol 2 (build tools in the document, sitedist 0.2): recomputed from the same recipes and compiler,
+# with make 4.3 and cmake 3.25.1 as host tools; every id changed because the protocol number and the
+# new "tools" field are part of every document. Protocol 1 had gcc xx4cizikyswm6o5xc5wl, zlib
+# odek45be7rxcpi7rdraf, libpng b24yuz4pgfea6slypbyk, libyaml hfnbetjob2a4mozv2zrk.
+GOLDEN = {"gcc": "lrkbvyfz2kqsfpusxuhs", "make": "jgejpr67uz3q7uzkd3ua", "cmake": "fhcfsa4dkacswg4r3lr5",
+          "zlib": "54h6catis47zrsifqmyx", "libpng": "hfr46dw7s433xxsngrri", "libyaml": "ava4r63ccgwgwr36hi4q"}

@@ -49,6 +49,10 @@ def build_environment(node, prefix, prefixes, jobs, build_dir, target_flags=()):
     deps = _closure(node)
     dep_prefixes = [prefixes[d.key] for d in deps]
     host_bins = [os.path.join(prefixes[h.key], "bin") for h in node.deps.get("host", [])]
+    # The declared build tools, each through its store prefix (a host tool's bin/ of links, or the
+    # prefix a recipe built): the build finds exactly these versions before the system's.
+    tool_bins = [os.path.join(prefixes[t.key], "bin") for t in node.deps.get("tools", [])]
+    guard = _guard_undeclared(node, prefixes, build_dir)
     bins = [os.path.join(p, "bin") for p in dep_prefixes if os.path.isdir(os.path.join(p, "bin"))]
     lib_dirs = [os.path.join(p, sub) for p in dep_prefixes for sub in ("lib", "lib64")
                 if os.path.isdir(os.path.join(p, sub))]
@@ -59,7 +63,7 @@ def build_environment(node, prefix, prefixes, jobs, build_dir, target_flags=()):
     own_libs = [os.path.join(prefix, "lib"), os.path.join(prefix, "lib64")]
     rpath = own_libs + lib_dirs
     env = {
-        "PATH": ":".join(host_bins + bins + [SYSTEM_PATH]),
+        "PATH": ":".join(host_bins + tool_bins + bins + guard + [SYSTEM_PATH]),
         "HOME": build_dir,
         "TMPDIR": os.path.join(build_dir, "tmp"),
         "LANG": "C",
@@ -81,13 +85,46 @@ def build_environment(node, prefix, prefixes, jobs, build_dir, target_flags=()):
     for h in node.deps.get("host", []):
         env.update(h.host.build_env)
         env[root_var(h.name, h.kind)] = prefixes[h.key]   # what its module sets too
-    # Vendor MPI libraries outside the default search path are found by RUNPATH too.
+    # Vendor MPI and CUDA libraries outside the default search path are found by RUNPATH too.
     for h in node.deps.get("host", []):
         lib_dirs += [flag[2:] for flag in getattr(h.host.probed, "link_flags", ()) if flag.startswith("-L")]
+        lib_dirs += [d for d in (getattr(h.host.probed, "lib_dir", ""),) if d]
+    if "cuda_arch" in node.doc:
+        archs = node.doc["cuda_arch"]
+        env["CUDAARCHS"] = ";".join(archs)   # CMake's CMAKE_CUDA_ARCHITECTURES
+        env["CUDA_ARCH_FLAGS"] = " ".join(f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs)
     if target_flags:
         flags = "-O2 " + " ".join(target_flags)
         env.update({"CFLAGS": flags, "CXXFLAGS": flags, "FFLAGS": flags, "FCFLAGS": flags})
     return env, lib_dirs
+
+
+def _guard_undeclared(node, prefixes, build_dir):
+    """A directory of stubs for the guarded tools (host.tools.GUARDED) this build did not declare: each
+    fails with a message saying how to declare it, instead of the system's copy running unseen.
+    Returns [directory] to put on PATH before the system directories, or [] when nothing is guarded."""
+    from sitedist.host.tools import GUARDED
+
+    declared = {t.name for t in node.deps.get("tools", [])}
+    declared |= {"cuda" for h in node.deps.get("host", []) if h.kind == "cuda"}
+    provided = set()
+    for d in node.deps.get("tools", []) + node.deps.get("host", []) + _closure(node):
+        try:
+            provided.update(os.listdir(os.path.join(prefixes[d.key], "bin")))
+        except OSError:
+            pass
+    stubs = {exe: tool for tool, exes in GUARDED.items() if tool not in declared for exe in exes
+             if exe not in provided}
+    if not stubs:
+        return []
+    guard = os.path.join(build_dir, "undeclared-tools")
+    os.makedirs(guard, exist_ok=True)
+    for exe, tool in sorted(stubs.items()):
+        with open(os.path.join(guard, exe), "w", encoding="utf-8") as f:
+            f.write(f"#!/bin/sh\necho \"sitedist: {exe} is not an input of this build: name '{tool}' in the "
+                    f"recipe's 'tools:' (or use a build style that implies it)\" >&2\nexit 127\n")
+        os.chmod(os.path.join(guard, exe), 0o755)
+    return [guard]
 
 
 def _patchelf():
@@ -182,7 +219,7 @@ class Builder:
         with StoreLock(lock_path, what=f"building {node.label} {node.aid}", on_wait=self.on_wait):
             if self.store.is_complete(prefix):
                 return "reused"  # another sync built it while we waited for the lock
-            if node.kind in ("compiler", "mpi"):
+            if node.host is not None:
                 self._link_host(node, prefix)
             else:
                 self._build_package(node, prefix, ctx)
@@ -195,9 +232,10 @@ class Builder:
         os.makedirs(bin_dir)
         for link, target in sorted(node.host.links.items()):
             path = os.path.join(bin_dir, link)
-            if node.kind == "mpi":
+            if node.kind != "compiler":
                 # A script, not a symlink: MPI launchers and wrappers find their helpers (hydra_pmi_proxy,
-                # wrapper data files) from the name they were called by, which must stay the vendor's.
+                # wrapper data files), nvcc its nvcc.profile, from the name they were called by, which
+                # must stay the vendor's.
                 with open(path, "w", encoding="utf-8") as f:
                     f.write(f'#!/bin/sh\nexec {_sh_quote(target)} "$@"\n')
                 os.chmod(path, 0o755)

@@ -1,4 +1,5 @@
-"""``sitedist probe``: show the compilers, MPIs and CPU target this host offers as host packages."""
+"""``sitedist probe``: show the compilers, MPIs, build tools, CUDA toolkits, GPUs and CPU target this host
+offers as host packages."""
 
 import json
 
@@ -24,6 +25,17 @@ def format_report(report):
                       + (",..." if len(m.libraries) > 2 else ""),
                       " ".join(p for p in (m.mpicc, m.mpicxx, m.mpifc, m.mpirun) if p)) for m in report.mpis]) \
         if report.mpis else ["  (none found)"]
+    lines += ["", "Build tools"]
+    lines += _table(("NAME", "VERSION", "PATH"), [(t.name, t.version, t.executables[0][1]) for t in report.tools]) \
+        if report.tools else ["  (none found)"]
+    lines += ["", "CUDA toolkits"]
+    lines += _table(("NAME", "VERSION", "PREFIX", "NVCC", "GPU CODES"),
+                    [(c.name, c.version, c.prefix, c.nvcc, ",".join(c.archs)) for c in report.cuda]) \
+        if report.cuda else ["  (none found: no nvcc on PATH, in the searched directories or in /usr/local/cuda*/bin)"]
+    lines += ["", "GPUs"]
+    lines += _table(("INDEX", "NAME", "COMPUTE CAPABILITY", "DRIVER"),
+                    [(g.index, g.name, g.compute_capability, g.driver) for g in report.gpus]) \
+        if report.gpus else ["  (none: nvidia-smi is absent or lists no GPU; builds do not need one)"]
     t = report.target
     lines += ["", "CPU target",
               f"  host: {t['name']} ({t['vendor']}, family {t['family']}); best generic target: {t['generic']}",
@@ -40,7 +52,7 @@ def format_report(report):
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds after which a probe that hangs is killed.")
 def probe(as_json, dirs, timeout):
-    """Find host compilers, MPI implementations and the CPU target.
+    """Find host compilers, MPI implementations, build tools, CUDA toolkits, GPUs and the CPU target.
 
     Problems (a broken or hanging wrapper) are printed and do not stop the probe; the exit status is
     non-zero only when no compiler and no MPI is found at all.

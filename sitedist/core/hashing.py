@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 
-PROTOCOL = 1
+PROTOCOL = 2
 ID_LENGTH = 20
 CHUNK = 1 << 20
 

@@ -14,7 +14,7 @@ import shutil
 import signal
 import struct
 import subprocess
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 from sitedist.errors import ConfigError, HostError
@@ -98,16 +98,35 @@ class ProbeReport:
     mpis: list
     problems: list
     target: dict
+    tools: list = field(default_factory=list)   # host.tools.Tool: build tools (cmake, ninja, make, ...)
+    cuda: list = field(default_factory=list)    # host.tools.CudaToolkit
+    gpus: list = field(default_factory=list)    # host.tools.Gpu (for the record: never hashed)
 
     def to_json(self):
         return {"compilers": [_to_json(c) for c in self.compilers], "mpis": [_to_json(m) for m in self.mpis],
+                "tools": [_to_json(t) for t in self.tools], "cuda": [_to_json(c) for c in self.cuda],
+                "gpus": [asdict(g) for g in self.gpus],
                 "problems": list(self.problems), "target": dict(self.target)}
 
     @classmethod
     def from_json(cls, doc):
+        from sitedist.host.tools import CudaToolkit, Gpu, Tool
+
+        def tuples(value):
+            return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+
         return cls(compilers=[_from_json(Compiler, c) for c in doc["compilers"]],
                    mpis=[_from_json(MPI, m) for m in doc["mpis"]],
+                   tools=[Tool(**{**_fields(Tool, t), "executables": tuples(t["executables"])})
+                          for t in doc["tools"]],
+                   cuda=[CudaToolkit(**{**_fields(CudaToolkit, c), "executables": tuples(c["executables"]),
+                                        "archs": tuple(c["archs"])}) for c in doc["cuda"]],
+                   gpus=[Gpu(**g) for g in doc["gpus"]],
                    problems=list(doc["problems"]), target=dict(doc["target"]))
+
+
+def _fields(cls, doc):
+    return {f.name: doc[f.name] for f in fields(cls)}
 
 
 def version_matches(pin, version):
@@ -466,7 +485,11 @@ def probe_host(extra_dirs=(), path=None, timeout=10.0):
     cray = _cray_mpich(runner, compilers)
     if cray is not None:
         mpis.append(cray)
-    return ProbeReport(compilers=compilers, mpis=mpis, problems=problems, target=host_target())
+    from sitedist.host import tools
+
+    return ProbeReport(compilers=compilers, mpis=mpis, problems=problems, target=host_target(),
+                       tools=tools.probe_tools(runner, dirs), cuda=tools.probe_cuda(runner, dirs),
+                       gpus=tools.probe_gpus(runner))
 
 
 def _declared_bin(kind, name, prefix, known):

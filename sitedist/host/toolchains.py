@@ -47,12 +47,16 @@ class Toolchain:
     mpi: Optional[HostPackage] = None
     default: bool = False
     where: str = ""
+    cuda: Optional[HostPackage] = None
 
     def identity(self):
-        return {"compiler": self.compiler.identity, "mpi": self.mpi.identity if self.mpi else None}
+        out = {"compiler": self.compiler.identity, "mpi": self.mpi.identity if self.mpi else None}
+        if self.cuda is not None:
+            out["cuda"] = self.cuda.identity
+        return out
 
     def host_packages(self):
-        return [p for p in (self.compiler, self.mpi) if p is not None]
+        return [p for p in (self.compiler, self.mpi, self.cuda) if p is not None]
 
 
 @dataclass
@@ -60,6 +64,21 @@ class Host:
     packages: dict = field(default_factory=dict)   # name -> HostPackage
     toolchains: dict = field(default_factory=dict)  # name -> Toolchain ('default' always present)
     problems: list = field(default_factory=list)
+    tools: dict = field(default_factory=dict)       # tool name -> [HostPackage] found, preferred first
+    search_dirs: tuple = ()                         # where tools were looked for (PATH, then host.paths)
+    timeout: float = 10.0
+
+    def find_tool(self, name):
+        """The host installations of build tool ``name``, preferred first; a tool the probe does not
+        know by name (a recipe may name any tool) is looked for now, by ``NAME --version``."""
+        if name not in self.tools:
+            from sitedist.host import probe, tools
+
+            runner = probe._Runner(list(self.search_dirs), self.timeout, self.problems)
+            found = sorted(tools.probe_tool(runner, name, self.search_dirs),
+                           key=lambda t: version_key(t.version), reverse=True)
+            self.tools[name] = [tool_package(t) for t in found]
+        return self.tools[name]
 
 
 def _compiler_package(c):
@@ -94,6 +113,17 @@ def _mpi_package(m):
         env["MPIF77"] = m.mpifc
     return HostPackage(name=m.name, kind="mpi", version=m.version, probed=m, links=links, build_env=env,
                        description=f"{m.name} {m.version} MPI of the host (wraps {m.wraps})")
+
+
+def tool_package(t):
+    return HostPackage(name=t.name, kind="tool", version=t.version, probed=t, links=dict(t.executables),
+                       build_env={}, description=f"{t.name} {t.version} of the host ({t.executables[0][1]})")
+
+
+def cuda_package(c, archs=()):
+    env = {"CUDA_HOME": c.prefix, "CUDA_PATH": c.prefix, "CUDAToolkit_ROOT": c.prefix, "CUDACXX": c.nvcc}
+    return HostPackage(name=c.name, kind="cuda", version=c.version, probed=c, links=dict(c.executables),
+                       build_env=env, description=f"CUDA toolkit {c.version} of the host (nvcc, CUDA_HOME)")
 
 
 def _split(spec):
@@ -165,21 +195,29 @@ def resolve_host(config, report):
     for m in report.mpis:
         if wanted("mpi", m.name) and m.name not in packages:
             packages[m.name] = _mpi_package(m)
+    for c in sorted(report.cuda, key=lambda c: version_key(c.version), reverse=True):
+        packages.setdefault("cuda" if "cuda" not in packages else f"cuda@{c.version}", cuda_package(c))
 
     for name, decl in (host_cfg.get("packages") or {}).items():
         where = config.where("host", "packages", name)
         pin = str(decl["version"]) if "version" in decl else None
+        if _is_tool(name, decl) and "prefix" not in decl:
+            continue  # a pin on a probed build tool: applied by resolve_tools
         if "prefix" in decl:
             kind = decl.get("kind")
-            if kind not in ("compiler", "mpi"):
-                raise ConfigError(f"host package {name}: a declared host package needs 'kind: compiler' or "
-                                  f"'kind: mpi'", where=where)
-            impl = decl.get("implementation", name)
+            if kind not in ("compiler", "mpi", "tool", "cuda"):
+                raise ConfigError(f"host package {name}: a declared host package needs 'kind:' compiler, mpi, "
+                                  f"tool or cuda", where=where)
+            impl = decl.get("implementation", name) if kind != "tool" else name
             try:
                 if kind == "compiler":
                     pkg = _compiler_package(probe.probe_declared_compiler(impl, decl["prefix"], pin, timeout))
-                else:
+                elif kind == "mpi":
                     pkg = _mpi_package(probe.probe_declared_mpi(impl, decl["prefix"], pin, timeout))
+                elif kind == "tool":
+                    pkg = tool_package(_declared_tool(impl, decl["prefix"], pin, timeout))
+                else:
+                    pkg = cuda_package(_declared_cuda(decl["prefix"], pin, timeout))
             except (HostError, ConfigError) as exc:
                 raise type(exc)(f"{where}: host package {name}: {exc}") from None
             pkg.name = name
@@ -202,6 +240,65 @@ def resolve_host(config, report):
     return packages
 
 
+def _is_tool(name, decl):
+    from sitedist.host.tools import KNOWN_TOOLS
+
+    return decl.get("kind") == "tool" or (decl.get("kind") is None and name in KNOWN_TOOLS)
+
+
+def _declared_tool(name, prefix, pin, timeout):
+    from sitedist.host import probe, tools
+
+    bindir = probe._declared_bin("tool", name, prefix, (name,))
+    runner = probe._Runner([bindir] + os.environ.get("PATH", "").split(os.pathsep), timeout)
+    return probe._pick_declared("tool", name, prefix, pin, tools.probe_tool(runner, name, [bindir]),
+                                runner.problems)
+
+
+def _declared_cuda(prefix, pin, timeout):
+    from sitedist.host import probe, tools
+
+    bindir = probe._declared_bin("CUDA toolkit", "cuda", prefix, ("cuda",))
+    runner = probe._Runner([bindir] + os.environ.get("PATH", "").split(os.pathsep), timeout)
+    found = [t for t in (tools._toolkit(runner, os.path.join(bindir, "nvcc")),) if t is not None] \
+        if os.path.isfile(os.path.join(bindir, "nvcc")) else []
+    return probe._pick_declared("CUDA toolkit", "cuda", prefix, pin, found, runner.problems)
+
+
+def resolve_tools(config, report, packages):
+    """Build tools of the host: name -> [HostPackage], preferred first. A declared tool (``host:
+    packages: NAME: {kind: tool, prefix: ...}``) is the only candidate for its name; probed ones are
+    ordered newest first and filtered by a pin (``host: packages: cmake: {version: "3.28"}``)."""
+    from sitedist.host import probe
+
+    out = {}
+    for t in sorted(report.tools, key=lambda t: version_key(t.version), reverse=True):
+        out.setdefault(t.name, []).append(tool_package(t))
+    for name, decl in (config.host.get("packages") or {}).items():
+        if not _is_tool(name, decl):
+            continue
+        if "prefix" in decl:
+            out[name] = [packages.pop(name)]
+        elif "version" in decl:
+            pin = str(decl["version"])
+            found = out.get(name, [])
+            matching = [p for p in found if probe.version_matches(pin, p.version)]
+            if not matching:
+                where = config.where("host", "packages", name)
+                raise HostError(f"{where}: build tool {name}: the config pins version {pin} but this machine has "
+                                f"{', '.join(p.version for p in found) or 'none'} on PATH and in host.paths. Put "
+                                f"the right one's bin directory under 'host: paths:' or declare it with 'prefix:'.")
+            out[name] = matching
+    return out
+
+
+def search_dirs(extra_dirs):
+    """The directories a probe searches: PATH, then ``extra_dirs`` (host.paths), each once."""
+    from sitedist.host.probe import _search_dirs
+
+    return _search_dirs(tuple(extra_dirs), os.environ.get("PATH", ""), [])
+
+
 def resolve_toolchains(config, packages):
     compilers = {k: p for k, p in packages.items() if p.kind == "compiler"}
 
@@ -214,7 +311,10 @@ def resolve_toolchains(config, packages):
         if not candidates:
             have = ", ".join(sorted(f"{p.name}@{p.version}" for p in packages.values() if p.kind == kind)) or "none"
             raise ConfigError(f"no host {kind} '{spec}' (this machine has: {have})", where=where,
-                              hint="check the name, or declare it under 'host: packages:' with its prefix")
+                              hint="check the name, or declare it under 'host: packages:' with its prefix" + (
+                                  "; sitedist looked for nvcc on PATH, in 'host: paths:' and in "
+                                  "/usr/local/cuda*/bin (declare one with {kind: cuda, prefix: DIR})"
+                                  if kind == "cuda" else ""))
         return newest(candidates, key=lambda p: p.version)
 
     toolchains = {}
@@ -229,7 +329,8 @@ def resolve_toolchains(config, packages):
         where = config.where("toolchains", name)
         compiler = pick(tc["compiler"], "compiler", where)
         mpi = pick(tc["mpi"], "mpi", where) if tc.get("mpi") else None
-        toolchains[name] = Toolchain(name=name, compiler=compiler, mpi=mpi, where=where)
+        cuda = pick(tc["cuda"], "cuda", where) if tc.get("cuda") else None
+        toolchains[name] = Toolchain(name=name, compiler=compiler, mpi=mpi, where=where, cuda=cuda)
     if "default" not in toolchains:
         if default_compiler is None:
             toolchains["default"] = None

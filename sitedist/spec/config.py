@@ -105,6 +105,8 @@ class SiteConfig:
     history_keep: int = 0   # GC keeps the artifacts of this many recorded syncs (reproducible-stacks.md)
     caches: list = field(default_factory=list)  # binary caches, in order (admin_docs/caches.md)
     store_requested: str = ""  # 'store: root' as written; store_root is padded from it (padded_length)
+    tools: dict = field(default_factory=dict)      # build tool -> 'host' | {'recipe': NAME, 'version': V}
+    cuda_arch: list = field(default_factory=list)  # GPU architectures of CUDA builds: ['80', '90']
 
     def where(self, *path):
         """file:line of a setting, for error messages."""
@@ -329,6 +331,10 @@ def load_config(path, cache=None):
         raw=raw,
         executor=_executor(raw),
         history_keep=(raw.get("history") or {}).get("keep", 0),
+        tools={k: ({"recipe": k} if v == "recipe" else v if v == "host"
+                   else {"recipe": v["recipe"], **({"version": str(v["version"])} if "version" in v else {})})
+               for k, v in (raw.get("tools") or {}).items()},
+        cuda_arch=[str(a) for a in raw.get("cuda_arch") or []],
     )
 
 

@@ -78,7 +78,9 @@ def module_fields(node):
         "mpi": [tc.mpi.name, tc.mpi.version] if tc.mpi else None,
         "toolchain": "" if tc.default else tc.name,
         "options": sorted([k, str(v)] for k, v in node.options.items() if defaults.get(k) != v),
-        "run_depends": [[d.name, d.version, d.aid] for d in node.deps.get("run", [])],
+        # A CUDA build's module loads the CUDA toolkit it was built with (nvcc, the runtime it links).
+        "run_depends": [[d.name, d.version, d.aid] for d in node.deps.get("run", [])
+                        + [h for h in node.deps.get("host", []) if h.kind == "cuda"]],
         "link_depends": [[d.name, d.version, d.aid] for d in node.deps.get("link", [])],
         "keywords": list(recipe.keywords),
         "env": [[op, var, value] for op in ("set", "prepend", "append")

@@ -36,6 +36,16 @@ class Recipe:
     env: dict = field(default_factory=dict)
     parallel: bool = True
     raw: dict = None
+    tools: list = field(default_factory=list)  # [(name, version constraint or None)] named by the recipe
+
+    def required_tools(self):
+        """{tool: [(constraint, where)]}: the tools the build style implies, then those the recipe names."""
+        out = {name: [] for name in STYLE_TOOLS[self.build]}
+        for i, (name, constraint) in enumerate(self.tools):
+            out.setdefault(name, [])
+            if constraint is not None:
+                out[name].append((constraint, self.where("tools", i)))
+        return out
 
     @functools.cached_property
     def newest(self):
@@ -77,8 +87,12 @@ class Recipe:
         return resolved
 
 
-ARG_KEYS = ("configure_args", "cmake_args", "make_args", "install_args", "commands", "pre_build",
+ARG_KEYS = ("configure_args", "cmake_args", "meson_args", "make_args", "install_args", "commands", "pre_build",
             "post_install")
+# The tools each build style runs (besides the compilers and the base system): they are inputs of the
+# build like the compiler, found on the host or built from recipes (admin_docs/build-tools.md).
+STYLE_TOOLS = {"autotools": ("make",), "make": ("make",), "cmake": ("cmake", "make"),
+               "meson": ("meson", "ninja"), "commands": ()}
 
 
 def load_recipe(path, expected_name=None, cache=None):
@@ -123,6 +137,8 @@ def load_recipe(path, expected_name=None, cache=None):
         env={k: dict(v) for k, v in (doc.get("env") or {}).items()},
         parallel=doc.get("parallel", True),
         raw=doc,
+        tools=[(t, None) if isinstance(t, str) else (t["name"], t.get("version"))
+               for t in doc.get("tools") or []],
     )
     for key, spec in recipe.options.items():
         if spec.get("values") is not None and spec["default"] not in spec["values"]:
@@ -311,6 +327,11 @@ def render_script(recipe, version, options):
                      f'{w("cmake_args")}'.rstrip(),
                      f'cmake --build _sitedist_build {jobs}',
                      'cmake --install _sitedist_build']
+    elif recipe.build == "meson":
+        generated = [f'meson setup _sitedist_build --prefix="$PREFIX" --libdir=lib --buildtype=release '
+                     f'{w("meson_args")}'.rstrip(),
+                     f'meson compile -C _sitedist_build {jobs}',
+                     'meson install -C _sitedist_build']
     elif recipe.build == "make":
         generated = [f'make {jobs} PREFIX="$PREFIX" {w("make_args")}'.rstrip(),
                      f'make install PREFIX="$PREFIX" {w("install_args")}'.rstrip()]

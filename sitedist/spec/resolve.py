@@ -19,7 +19,7 @@ from sitedist.core.hashing import PROTOCOL, artifact_id, file_sha256
 from sitedist.core.sources import source_identity
 from sitedist.core.versions import version_key
 from sitedist.errors import ConfigError, SitedistError
-from sitedist.spec.recipe import RecipeIndex, render_script
+from sitedist.spec.recipe import STYLE_TOOLS, RecipeIndex, render_script
 from sitedist.spec.schema import check_root_vars
 
 BUILDER = 2  # version of the build environment the builder sets up; part of every hash
@@ -110,11 +110,55 @@ class Resolver:
         return "default"
 
     def _host(self, pkg):
-        if pkg.name not in self.host_nodes:
+        if pkg.aid not in self.host_nodes:
             node = host_node(pkg)
-            self.host_nodes[pkg.name] = node
+            self.host_nodes[pkg.aid] = node
             self.order.append(node)
-        return self.host_nodes[pkg.name]
+        return self.host_nodes[pkg.aid]
+
+    def _tools(self, recipe, name, target, stack):
+        """The tool nodes a build of ``recipe`` uses and their part of its hash document: a host tool is
+        named by its version (never its path), a tool built from a recipe by its artifact id."""
+        nodes, doc = [], {}
+        for tool, constraints in recipe.required_tools().items():
+            source = self.config.tools.get(tool, "host")
+            if source == "host":
+                found = self.host.find_tool(tool)
+                if not found:
+                    raise ConfigError(
+                        f"package {name}: build tool {tool} is not on this machine; the recipe {recipe.path} "
+                        f"needs it (build: {recipe.build}" + (", tools:" if tool not in STYLE_TOOLS[recipe.build]
+                                                              else "") + "). sitedist looked in "
+                        f"{', '.join(self.host.search_dirs) or '(no directories)'} (PATH, then 'host: paths:')",
+                        where=recipe.where("build") if tool in STYLE_TOOLS[recipe.build] else
+                        recipe.where("tools", [t for t, _ in recipe.tools].index(tool)),
+                        hint=f"install {tool}, add the directory that holds it to 'host: paths:', declare it under "
+                             f"'host: packages: {tool}: {{kind: tool, prefix: DIR}}', or build it from a recipe "
+                             f"with 'tools: {{{tool}: recipe}}'")
+                ok = [p for p in found if all(_satisfies(p.version, c, w) for c, w in constraints)]
+                if not ok:
+                    self._too_old(name, recipe, tool, constraints, [(p.version, p.probed.executables[0][1])
+                                                                    for p in found])
+                node = self._host(ok[0])
+                doc[tool] = {"version": node.version}
+            else:
+                where = self.config.where("tools", tool)
+                node = self.resolve(source["recipe"], "default", target, stack, where=where,
+                                    version=source.get("version"))
+                if not all(_satisfies(node.version, c, w) for c, w in constraints):
+                    self._too_old(name, recipe, tool, constraints, [(node.version, f"recipe {node.recipe.path}")])
+                doc[tool] = {"version": node.version, "id": node.aid}
+            nodes.append(node)
+        return nodes, doc
+
+    def _too_old(self, name, recipe, tool, constraints, found):
+        need = ",".join(c for c, _ in constraints)
+        have = "; ".join(f"{tool} {v} ({where})" for v, where in found)
+        raise ConfigError(f"package {name}: recipe {recipe.path} needs {tool} {need}, but the {tool} found is: "
+                          f"{have}", where=constraints[0][1],
+                          hint=f"provide a {tool} that satisfies {need}: put its directory under 'host: paths:', "
+                               f"declare it under 'host: packages: {tool}: {{kind: tool, prefix: DIR}}', or build "
+                               f"it from a recipe with 'tools: {{{tool}: recipe}}'")
 
     def _source_id(self, recipe, version):
         key = (recipe.path, version)
@@ -156,6 +200,7 @@ class Resolver:
                 dep_node = self.resolve(dep, self._dep_toolchain(dep, tc), target, stack, where=dep_where)
                 deps.setdefault(kind, []).append(dep_node)
         host_deps = [self._host(p) for p in tc.host_packages()]
+        tool_nodes, tools_doc = self._tools(recipe, name, target, stack)
         script = render_script(recipe, version, options)
         for file, _ in recipe.patches:
             if file not in self._patch_sums:
@@ -171,14 +216,31 @@ class Resolver:
             "options": options,
             "depends": {kind: {d.name: d.aid for d in nodes} for kind, nodes in deps.items()},
             "toolchain": tc.identity(),
+            "tools": tools_doc,
             "target": target,
         }
+        if tc.cuda is not None:
+            doc["cuda_arch"] = self._cuda_arch(tc)
         node = Node(name=name, version=version, aid=artifact_id(doc), kind="package", doc=doc, recipe=recipe,
                     source=recipe.versions[version], options=options, toolchain=tc, target=target,
-                    deps={**deps, "host": host_deps}, explicit=explicit, where=where)
+                    deps={**deps, "host": host_deps, "tools": tool_nodes}, explicit=explicit, where=where)
         self.memo[memo_key] = node
         self.order.append(node)
         return node
+
+    def _cuda_arch(self, tc):
+        archs = self.config.cuda_arch
+        if not archs:
+            raise ConfigError(f"toolchain {tc.name} builds with CUDA, but the config lists no GPU architectures",
+                              where=tc.where, hint="list them at the top level, e.g. 'cuda_arch: [80, 90]' "
+                                                   "(A100 = 80, H100/H200 = 90)")
+        supported = getattr(tc.cuda.probed, "archs", ())
+        bad = [a for a in archs if supported and a.rstrip("af") not in supported]
+        if bad:
+            raise ConfigError(f"cuda_arch: CUDA {tc.cuda.version} (toolchain {tc.name}) cannot build for "
+                              f"{', '.join(bad)}", where=self.config.where("cuda_arch"),
+                              hint=f"this nvcc builds for: {', '.join(supported)}")
+        return sorted(dict.fromkeys(archs), key=lambda a: (len(a), a))
 
     def plan(self):
         roots = []
@@ -200,6 +262,15 @@ class Resolver:
                 nodes.append(node)
         check_root_vars((n.name, n.kind, n.recipe.where("name") if n.recipe else n.where) for n in nodes)
         return Plan(nodes=nodes, roots=roots, targets=list(self.targets.values()))
+
+
+def _satisfies(version, constraint, where):
+    from sitedist.host.tools import satisfies
+
+    try:
+        return satisfies(version, constraint)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), where=where) from None
 
 
 def diff_docs(old, new, prefix=""):

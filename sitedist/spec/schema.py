@@ -19,6 +19,10 @@ COMMIT = r"\A[0-9a-f]{40}\Z"
 VARIABLE = r"\A[A-Za-z_][A-Za-z0-9_]*\Z"  # environment variable names
 KEYWORD = r"\A[^\x00-\x20\x7f<>]{1,40}\Z"   # a recipe's search word for the catalog page
 HELP_URL = r"\A(https?://|mailto:|/|\./)[^\s<>\"']*\Z"   # a link on the catalog page: never javascript:
+_CLAUSE = r"\s*(>=|<=|==|!=|>|<)?\s*[0-9][A-Za-z0-9_+.-]*\s*"
+CONSTRAINT = rf"\A{_CLAUSE}(,{_CLAUSE})*\Z"  # a tool's version constraint: '>=3.20', '>=3.20,<4', '3.25'
+TOOL_SOURCE = r"\A(host|recipe)\Z"
+CUDA_ARCH = r"\A[0-9]{2,3}[a-z]?\Z"  # 80, 90, 90a, 100
 
 
 
@@ -80,7 +84,7 @@ _host_package = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "kind": {"enum": ["compiler", "mpi"]},
+        "kind": {"enum": ["compiler", "mpi", "tool", "cuda"]},
         "implementation": {"type": "string", "pattern": NAME},
         "version": {"type": ["string", "number"], "pattern": VERSION},
         "prefix": {"type": "string"},
@@ -154,6 +158,14 @@ SITE_CONFIG = {
         "target": {"anyOf": [{"type": "string"}, _strings]},
         "packages": {"type": "object", "propertyNames": {"pattern": NAME},
                      "additionalProperties": _package},
+        "tools": {"type": "object", "propertyNames": {"pattern": NAME},
+                  # 'host', 'recipe' or {recipe: NAME, version: V} (pattern applies to strings only)
+                  "additionalProperties": {
+                      "type": ["string", "object"], "pattern": TOOL_SOURCE, "additionalProperties": False,
+                      "required": ["recipe"], "properties": {"recipe": {"type": "string", "pattern": NAME},
+                                                             "version": {"type": ["string", "number"]}}}},
+        "cuda_arch": {"type": "array", "minItems": 1,
+                      "items": {"type": ["integer", "string"], "minimum": 10, "pattern": CUDA_ARCH}},
         "toolchains": {
             "type": "object",
             "propertyNames": {"pattern": NAME},
@@ -161,7 +173,8 @@ SITE_CONFIG = {
                 "type": "object",
                 "additionalProperties": False,
                 "required": ["compiler"],
-                "properties": {"compiler": {"type": "string"}, "mpi": {"type": "string"}},
+                "properties": {"compiler": {"type": "string"}, "mpi": {"type": "string"},
+                               "cuda": {"type": "string"}},
             },
         },
         "host": {
@@ -272,7 +285,13 @@ RECIPE = {
             "properties": {k: {"type": "array", "items": {"type": "string", "pattern": NAME}}
                            for k in ("build", "link", "run")},
         },
-        "build": {"enum": ["autotools", "cmake", "make", "commands"]},
+        "build": {"enum": ["autotools", "cmake", "meson", "make", "commands"]},
+        # NAME or {name: NAME, version: CONSTRAINT} ('pattern' applies to strings, the rest to mappings)
+        "tools": {"type": "array", "items": {
+            "type": ["string", "object"], "pattern": NAME, "additionalProperties": False, "required": ["name"],
+            "properties": {"name": {"type": "string", "pattern": NAME},
+                           "version": {"type": "string", "pattern": CONSTRAINT}}}},
+        "meson_args": _strings,
         "configure_args": _strings,
         "cmake_args": _strings,
         "make_args": _strings,
@@ -386,6 +405,9 @@ def _describe(error, document, filename):
                 VERSION: "versions are letters, digits and _ + . ~ - (no '/', no '..')",
                 HELP_URL: "an http(s):// or mailto: URL, or a path on the web server starting with / or ./",
                 KEYWORD: "a keyword is one word of at most 40 characters: no spaces, control characters, < or >",
+                CONSTRAINT: "a version constraint is e.g. '>=3.20', '>=3.20,<4' or '3.25'",
+                TOOL_SOURCE: "a tool comes from 'host', 'recipe' or {recipe: NAME, version: V}",
+                CUDA_ARCH: "a GPU architecture is its compute capability without the dot: 80, 90, 90a"
                 }.get(error.validator_value)
     elif validator == "enum":
         message = f"{dotted}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
