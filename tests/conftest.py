@@ -26,6 +26,7 @@ def pytest_configure(config):
     against the committed SHA256SUMS); the Debian archive is left to scripts/fetch_sources.py, which
     .ci/setup.sh runs."""
     config._sitedist_missing_sources = _fetch_sources().fill(SOURCES, debian=False)
+    config.addinivalue_line("markers", "slow: takes minutes (CMake's own bootstrap); deselect with -m 'not slow'")
 
 
 def pytest_report_header(config):

@@ -9,20 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import SOURCES, run_cli, site_config, tree_digest, write
-
-TOOL_SOURCES = os.environ.get("SITEDIST_TOOL_SOURCES", "/var/cache/sitedist-tool-sources")
-
-
-def with_tool_sources(config):
-    """Add the build-tool sources' mirror to a config written by site_config."""
-    if not os.path.isfile(os.path.join(TOOL_SOURCES, "SHA256SUMS")):
-        pytest.skip(f"no tool sources in {TOOL_SOURCES}: run .ci/fetch-tool-sources.sh (CI setup does)")
-    text = open(config).read().replace(f"mirrors: [{SOURCES}]", f"mirrors: [{SOURCES}, {TOOL_SOURCES}]")
-    with open(config, "w") as f:
-        f.write(text)
-    return config
-
+from conftest import run_cli, site_config, tree_digest, write
 
 def fake_cmake(directory, version, log):
     """A CMake in ``directory`` that reports ``version`` and logs every other call before running the
@@ -169,7 +156,7 @@ def test_bad_tool_declarations_name_the_line(tmp_path):
     assert proc.returncode == 2 and "bad.yml:" in proc.stderr and "'host', 'recipe'" in proc.stderr, proc.stderr
 
 
-def test_ninja_and_meson_built_from_their_recipes(tmp_path, shared_store):
+def test_ninja_and_meson_built_from_their_recipes(tmp_path, shared_store, sources):
     recipes = cmake_project(tmp_path, name="ninjahello", tools="[ninja]", cmake_args="[-G, Ninja]")
     msrc = tmp_path / "mhello-src"
     write(msrc / "meson.build", "project('mhello', 'c')\nexecutable('mhello', 'hello.c', install: true)\n")
@@ -181,8 +168,8 @@ def test_ninja_and_meson_built_from_their_recipes(tmp_path, shared_store):
         build: meson
         post_install: ['command -v meson ninja > "$PREFIX/tools-used"']
         """)
-    config = with_tool_sources(site_config(tmp_path, {"ninjahello": None, "mhello": None}, recipes=[recipes],
-                                           store=shared_store, extra="tools: {ninja: recipe, meson: recipe}\n"))
+    config = site_config(tmp_path, {"ninjahello": None, "mhello": None}, recipes=[recipes], store=shared_store,
+                         extra="tools: {ninja: recipe, meson: recipe}\n")
     run_cli("sync", "-j", "2", config)
     arts = dry_run(config)
     ninja = os.path.join(arts["ninja"]["prefix"], "bin", "ninja")
@@ -198,12 +185,12 @@ def test_ninja_and_meson_built_from_their_recipes(tmp_path, shared_store):
     assert doc["tools"]["ninja"] == {"version": "1.11.1", "id": arts["ninja"]["id"]}
 
 
-@pytest.mark.slow
-def test_cmake_built_from_its_recipe(tmp_path, shared_store):
+@pytest.mark.bootstrap
+def test_cmake_built_from_its_recipe(tmp_path, shared_store, sources):
     """CMake's own bootstrap: about 12 minutes on 2 cores (see admin_docs/build-tools.md)."""
     recipes = cmake_project(tmp_path)
-    config = with_tool_sources(site_config(tmp_path, {"cmhello": None}, recipes=[recipes], store=shared_store,
-                                           extra="tools: {cmake: recipe}\n"))
+    config = site_config(tmp_path, {"cmhello": None}, recipes=[recipes], store=shared_store,
+                         extra="tools: {cmake: recipe}\n")
     run_cli("sync", "-j", "2", config)
     arts = dry_run(config)
     cmake = os.path.join(arts["cmake"]["prefix"], "bin", "cmake")

@@ -198,7 +198,12 @@ _CONSTRAINT = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(\d[\w.+-]*)\s*$")
 
 
 def _vkey(version):
-    return [(1, int(p), "") if p.isdigit() else (0, 0, p) for p in re.findall(r"\d+|[A-Za-z]+", version)]
+    from sitedist.core.versions import version_key
+
+    parts, pre = version_key(version)[:2]   # the components and the pre-release rank, not the text
+    while parts and parts[-1] == (1, 0, ""):   # 3.20 == 3.20.0
+        parts = parts[:-1]
+    return parts, pre
 
 
 def check_constraint(text):
