@@ -92,12 +92,10 @@ def test_cuda_library_and_program_for_two_architectures(tmp_path, toolkit):
     assert "cuda/" in r.stdout and "cudavec/" in r.stdout
     assert glob.glob(str(tmp_path / "modules" / "lmod" / "Core" / "cuda" / "*.lua"))
     assert glob.glob(str(tmp_path / "modules" / "lmod" / "Compiler" / "gcc" / "*" / "cudavec" / "*.lua"))
-    # A user compiles against the library with the module's nvcc. (env -u GCC_ROOT: the gcc module's
-    # GCC_ROOT, the store prefix of its links, makes gcc 12 lose its own include directory; a bug of the
-    # <NAME>_ROOT rule for host compiler modules, reported separately.)
+    # A user compiles against the library with the module's nvcc (and the gcc module's compiler).
     write(tmp_path / "user.cu", '#include <cstdio>\n#include <cudavec.h>\n'
           'int main() { float v[2] = {1, 2}; std::printf("%d\\n", cudavec_scale(v, 2)); return 0; }\n')
-    sh.run(f"module load gcc cudavec; cd {tmp_path}; env -u GCC_ROOT nvcc -arch=sm_80 -o user user.cu "
+    sh.run(f"module load gcc cudavec; cd {tmp_path}; nvcc -arch=sm_80 -o user user.cu "
            f"-I$CUDAVEC_ROOT/include -L$CUDAVEC_ROOT/lib -lcudavec -Xlinker -rpath=$CUDAVEC_ROOT/lib")
     assert os.access(tmp_path / "user", os.X_OK)
 

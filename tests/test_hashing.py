@@ -89,9 +89,10 @@ def test_tool_version_changes_ids_of_what_it_builds_and_its_path_does_not(tmp_pa
         "a tool's path must not enter the hash"
 
 
-# Protocol 2 (build tools in the document, after sitedist 0.1.0): recomputed from the same recipes and compiler,
-# with make 4.3 and cmake 3.25.1 as host tools; every id changed because the protocol number and the
-# new "tools" field are part of every document. Protocol 1 had gcc xx4cizikyswm6o5xc5wl, zlib
-# odek45be7rxcpi7rdraf, libpng b24yuz4pgfea6slypbyk, libyaml ypwmh7xtoo7t2kdms764.
+# Protocol 2 (build tools in the document, after sitedist 0.1.0), builder 2: recomputed from the same
+# recipes and compiler, with make 4.3 and cmake 3.25.1 as host tools; every package id changed because the
+# protocol number and the new "tools" field are part of every document (host packages' ids change with the
+# protocol number only). Protocol 1, builder 2 had gcc xx4cizikyswm6o5xc5wl, zlib cmsszxrhxrs53nj3m52l,
+# libpng k7tfo6wq47l4o7i5inhk, libyaml czccjx3gqjcdc36n7lgq.
 GOLDEN = {"gcc": "lrkbvyfz2kqsfpusxuhs", "make": "jgejpr67uz3q7uzkd3ua", "cmake": "fhcfsa4dkacswg4r3lr5",
-          "zlib": "54h6catis47zrsifqmyx", "libpng": "hfr46dw7s433xxsngrri", "libyaml": "bhxbdttlljnyp26z4c5b"}
+          "zlib": "3zgpfcfcobf4vb3szq2v", "libpng": "yrzy5altrdp63ahbqavb", "libyaml": "rnzj6zmtasldnvpp7zr5"}
