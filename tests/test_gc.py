@@ -103,28 +103,30 @@ def test_unreferenced_goes_referenced_and_dependencies_stay(tmp_path, sources):
     store = tmp_path / "store"
     cfg = config(tmp_path, "site.yml", ["app", "junk"], profile(tmp_path, ["app"]))
     run_cli("sync", cfg)
-    app, zlib, junk, gcc = (prefix(store, n) for n in ("app", "zlib", "junk", "gcc"))
-    expected = du(junk, gcc)
+    # gcc and make (zlib's build tool) are host packages only builds used: nothing refers to them.
+    app, zlib, junk, gcc, make = (prefix(store, n) for n in ("app", "zlib", "junk", "gcc", "make"))
+    expected = du(junk, gcc, make)
     before = tree_digest(store)
 
     dry = run_cli("gc", cfg, "--dry-run", "-v").stdout
     assert f"root: profile {tmp_path}/prof/p (1 prefixes)" in dry
-    assert f"would remove {junk} (2.9 MiB)" in dry and f"would remove {gcc}" in dry
+    assert f"would remove {junk} (2.9 MiB)" in dry and f"would remove {gcc}" in dry and f"would remove {make}" in dry
     assert app not in dry and zlib not in dry
     assert freed(dry) == expected and "dry run: nothing was removed" in dry
     assert tree_digest(store) == before, "a dry run changes nothing"
 
     # A root a user registers keeps junk until it is removed again.
-    sizes = {junk: du(junk), gcc: du(gcc)}
+    sizes = {junk: du(junk), gcc: du(gcc), make: du(make)}
     assert "root paper: 1 artifacts kept" in run_cli("gc", cfg, "--add-root", "paper", junk).stdout
     out = run_cli("gc", cfg).stdout
-    assert f"removed {gcc}" in out and f"{store}: removed 1 artifacts" in out and freed(out) == sizes[gcc], out
+    assert f"removed {gcc}" in out and f"removed {make}" in out and f"{store}: removed 2 artifacts" in out, out
+    assert freed(out) == sizes[gcc] + sizes[make], out
     assert os.path.exists(junk)
     run_cli("gc", cfg, "--remove-root", "paper")
     out = run_cli("gc", cfg).stdout
     assert f"removed {junk} (2.9 MiB)" in out and f"{store}: removed 1 artifacts" in out, out
     assert freed(out) == sizes[junk] and sum(sizes.values()) == expected
-    assert not os.path.exists(junk) and not os.path.exists(gcc)
+    assert not os.path.exists(junk) and not os.path.exists(gcc) and not os.path.exists(make)
     assert Store.is_complete(app) and Store.is_complete(zlib), "the profile's artifact and its dependency stay"
     assert subprocess.run([f"{tmp_path}/prof/p/bin/app"], capture_output=True, text=True,
                           check=True).stdout == "zlib 1.2.13\n"

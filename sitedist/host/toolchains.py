@@ -120,7 +120,7 @@ def tool_package(t):
                        build_env={}, description=f"{t.name} {t.version} of the host ({t.executables[0][1]})")
 
 
-def cuda_package(c, archs=()):
+def cuda_package(c):
     env = {"CUDA_HOME": c.prefix, "CUDA_PATH": c.prefix, "CUDAToolkit_ROOT": c.prefix, "CUDACXX": c.nvcc}
     return HostPackage(name=c.name, kind="cuda", version=c.version, probed=c, links=dict(c.executables),
                        build_env=env, description=f"CUDA toolkit {c.version} of the host (nvcc, CUDA_HOME)")

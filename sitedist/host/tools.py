@@ -149,7 +149,7 @@ def _real_nvcc(path):
             head = f.read(512)
     except OSError:
         return real
-    m = re.match(rb"#!\s*/bin/sh\s*\n\s*exec\s+(/\S+/nvcc)\s+\"\$@\"\s*$", head)
+    m = re.match(rb"#!\s*/bin/sh\s*\n\s*exec\s+(/\S+/nvcc)\s+\"\$@\"\s*\Z", head)
     return os.path.realpath(m.group(1).decode()) if m and os.path.isfile(m.group(1).decode()) else real
 
 
@@ -194,7 +194,7 @@ def probe_gpus(runner):
 
 # ------------------------------------------------------------------------------------ constraints
 
-_CONSTRAINT = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(\d[\w.+-]*)\s*$")
+_CONSTRAINT = re.compile(r"\A\s*(>=|<=|==|!=|>|<)?\s*(\d[\w.+-]*)\s*\Z")
 
 
 def _vkey(version):
