@@ -132,7 +132,7 @@ def check_store(site, store, modules, home):
     assert grep.returncode == 1 and grep.stdout == "", grep.stdout
     code, report, _ = verify(str(store.parent / "b.yml"))
     assert code == 0 and report["report"]["ok"] and report["report"]["errors"] == [], report
-    assert report["report"]["artifacts"] == 5  # the four packages and the host compiler's links
+    assert report["report"]["artifacts"] == 6  # the four packages, the host compiler's and make's links
     sh = ModuleShell.lmod(os.path.join(modules, "lmod"), home=home)
     r = sh.run("module load libpng hello xz; hello; snap loaded; pkg-config --libs libpng")
     assert "Hello, world!" in r.stdout and f"-L{png}/lib" in r.stdout

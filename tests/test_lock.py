@@ -87,7 +87,7 @@ def test_user_b_reproduces_user_a_lock_and_ids(tmp_path, shared_store):
     b_ids = artifact_ids(b_home / "store")
     assert b_ids == lock_ids(repo / "site.yml.lock")
     assert all(os.path.isdir(os.path.join(shared_store, key)) for key in b_ids)  # A's artifacts: the same ids
-    assert len(b_ids) == 5  # gcc, t0, t1, t2, zlib
+    assert len(b_ids) == 6  # gcc, make (zlib's build tool), t0, t1, t2, zlib
     # B's own lock of the same inputs is A's, byte for byte.
     run_cli("lock", b_repo / "site.yml", "-o", b_home / "again.lock", env=env_b)
     again = json.loads((b_home / "again.lock").read_text())
