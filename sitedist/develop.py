@@ -15,6 +15,7 @@ import shlex
 import time
 from dataclasses import dataclass
 
+from sitedist.core.gcroots import register_tree
 from sitedist.errors import ProfileError
 from sitedist.profiles import current_generation, read_record
 
@@ -131,8 +132,6 @@ def mirror(generation_dir, dest):
 def make_env(store, profile_name, profile_root, dest):
     """Create the develop environment ``dest`` over the current generation of the profile at
     ``profile_root``; register it as a GC root of ``store`` when the store is writable."""
-    from sitedist.gc import register_tree
-
     dest = os.path.abspath(dest)
     number = current_generation(profile_root)
     if number is None:
@@ -156,3 +155,17 @@ def make_env(store, profile_name, profile_root, dest):
         register_tree(store, "develop", dest)
     return DevelopEnv(path=dest, profile=profile_name, generation=number,
                       artifacts=len(record.get("prefixes", [])), registered=registered)
+
+
+def exists(path):
+    """Whether the develop environment ``path`` still exists (the GC keeps its registration)."""
+    return os.path.isfile(os.path.join(path, RECORD))
+
+
+def live_prefixes(path, skip=()):
+    """The artifact prefixes the develop environment ``path`` uses: GC roots."""
+    try:
+        with open(os.path.join(path, RECORD), encoding="utf-8") as f:
+            return set(json.load(f)["prefixes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()

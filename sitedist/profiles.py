@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from sitedist.core.generations import (generation_of, numbers, point, previous, records, referenced_prefixes,
                                        remove_generations, remove_leftovers)
+from sitedist.core.gcroots import register_tree
 from sitedist.core.locks import StoreLock
 from sitedist.errors import ConfigError, ProfileError
 
@@ -299,9 +300,7 @@ def write_profile(plan, keep, config_path=None):
 
 def publish_profiles(ctx):
     """Publish every profile of the synced config: plan them all (any conflict stops before anything is
-    switched), then write and switch each. Called by sitedist.publish after the modules."""
-    from sitedist.gc import register_tree
-
+    switched), then write and switch each. Called by sitedist.ops.publish after the modules."""
     plans = []
     for spec in ctx.config.profiles.values():
         for root, target in profile_roots(spec, ctx.plan.targets):
@@ -370,6 +369,11 @@ def prune(root, keep=None, older_than=None):
         return []
     with _lock(root, f"pruning profile {os.path.basename(root)}"):
         return _prune(generations_dir(root), current_generation(root), select_pruned(root, keep, older_than))
+
+
+def exists(root):
+    """Whether a profile is (or was being) published at ``root``: the GC keeps its registration."""
+    return os.path.lexists(root) or os.path.isdir(generations_dir(root))
 
 
 def live_prefixes(root, skip=()):

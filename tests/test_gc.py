@@ -396,4 +396,4 @@ def test_registering_a_sync_root_does_not_import_the_collector(tmp_path):
     loaded = subprocess.run([sys.executable, "-c", code, str(tmp_path / "store")], capture_output=True, text=True,
                             check=True).stdout.split()
     assert "sitedist.core.gcroots" in loaded
-    assert not {"sitedist.gc", "sitedist.profiles", "sitedist.develop"} & set(loaded), loaded
+    assert not {"sitedist.ops.gc", "sitedist.profiles", "sitedist.develop"} & set(loaded), loaded

@@ -412,7 +412,7 @@ from sitedist.core.gcroots import live_roots
 from sitedist.core.generations import point, remove_leftovers
 from sitedist.core.processes import pid_alive
 from sitedist.core.store import Store
-from sitedist.verify import _leftover_findings
+from sitedist.ops.verify import _leftover_findings
 
 pid, start, dead, work = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 store = Store(os.path.join(work, "store"))

@@ -89,7 +89,7 @@ def test_the_config_schema_refuses_a_trailing_newline(doc):
 def test_other_whole_name_patterns():
     from sitedist.host import probe
     from sitedist.modules import plan, render
-    from sitedist import verify
+    from sitedist.ops import verify
 
     assert plan._COMPONENT.fullmatch("zlib") and not plan._COMPONENT.fullmatch("zlib\n")
     assert render._PYTHON_SITE.match("lib/python3.11/site-packages")

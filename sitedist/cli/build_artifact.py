@@ -18,6 +18,6 @@ import click
               help="Binary caches as the submitting sync uses them: use, off (--no-cache), only (--cache-only).")
 def build_artifact(config, key, prefix, jobs, probe_path, result_path, cache_mode):
     """Build one artifact of CONFIG under its lock (what a Slurm job of 'sync --executor slurm' runs)."""
-    from sitedist.slurm_sync import build_one
+    from sitedist.ops.slurm_job import build_one
 
     sys.exit(build_one(config, key, prefix, jobs, probe_path, result_path, cache_mode))

@@ -28,7 +28,7 @@ def keygen(name, directory):
               help="Sign the manifests with this secret key (from 'sitedist cache keygen').")
 def push(config, dest, names, key_file):
     """Push CONFIG's complete artifacts (all, or NAMES and their dependencies) into the directory cache DEST."""
-    from sitedist import sync as flow
+    from sitedist.ops import sync as flow
     from sitedist.cache.keys import load_secret
     from sitedist.cache.push import push as do_push
     from sitedist.errors import CacheError

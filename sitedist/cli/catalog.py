@@ -12,10 +12,10 @@ def catalog(config, output):
     """Show where CONFIG's software catalog is published (<modules.root>/catalog, which switches and rolls
     back with the module tree), or copy the current one into DIR. The catalog is written by every publish
     ('sitedist sync' or 'sitedist modules')."""
-    from sitedist import sync as flow
+    from sitedist.ops import sync as flow
     from sitedist.errors import ModulesError
     from sitedist.modules.catalog import copy_published
-    from sitedist.publish import module_configs
+    from sitedist.ops.publish import module_configs
 
     ctx = flow.load(config)
     if ctx.config.modules is None:

@@ -21,7 +21,7 @@ import click
 def gc(config, dry_run, keep_syncs, keep, older_than, verbose, add_root, remove_root, prefixes):
     """Remove the artifacts of CONFIG's store that no module tree, profile, develop environment, registered
     root or running sync refers to (directly or as a dependency). Upstream stores are never touched."""
-    from sitedist import gc as collector
+    from sitedist.ops import gc as collector
     from sitedist.core.store import Store
     from sitedist.spec.config import load_config
 

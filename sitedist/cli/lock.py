@@ -12,7 +12,7 @@ def lock(config, output, reprobe):
     """Write CONFIG.lock: every artifact's name, version, id and hashed document, the recipes' and
     sources' checksums, the host's compilers, MPIs and CPU targets, and sitedist's protocol numbers.
     Nothing is built; the same inputs give the same bytes."""
-    from sitedist import sync as flow
+    from sitedist.ops import sync as flow
     from sitedist.ops.locking import lock_of, lock_path
     from sitedist.spec import lock as locks
 

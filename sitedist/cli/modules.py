@@ -16,8 +16,8 @@ def modules(config, rollback, list_):
     """Regenerate and publish CONFIG's module tree from what the store holds (no builds), or roll back
     or list its generations. A sync after a rollback publishes the config's tree again."""
     from sitedist import modules as pub
-    from sitedist import sync as flow
-    from sitedist.publish import module_configs
+    from sitedist.ops import sync as flow
+    from sitedist.ops.publish import module_configs
 
     ctx = flow.load(config)
     if ctx.config.modules is None:
@@ -36,7 +36,7 @@ def modules(config, rollback, list_):
             lock = StoreLock(os.path.join(root, ".publish.lock"), what="rolling back modules")
             click.echo(f"{root}: now generation {pub.rollback(root, lock=lock)}")
         return
-    from sitedist.publish import publish_modules
+    from sitedist.ops.publish import publish_modules
 
     missing = [n.label for n in ctx.plan.nodes if ctx.states[n.key] not in ("complete", "upstream")]
     if missing:

@@ -26,7 +26,7 @@ def split_config_and_name(args):
 
 def load_named(args, kinds=("package", "compiler", "mpi")):
     """(context, nodes named NAME) for ``[CONFIG] NAME``; a ConfigError listing the known names if none."""
-    from sitedist import sync as flow
+    from sitedist.ops import sync as flow
 
     config, name = split_config_and_name(args)
     ctx = flow.load(config)

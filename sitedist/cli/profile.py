@@ -21,7 +21,7 @@ def profile_instances(cfg, name=None, one=False):
                            "say which with --profile NAME")
     targets = cfg.targets
     if len(targets) > 1:
-        from sitedist.sync import resolve_targets
+        from sitedist.host.target import resolve_targets
 
         targets = list(resolve_targets(cfg).values())
     return [(spec.name, target if len(targets) > 1 else None, root)

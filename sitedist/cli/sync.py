@@ -32,8 +32,8 @@ from sitedist.errors import BuildError
 def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor, locked, from_history, no_cache,
          cache_only):
     """Build every missing artifact CONFIG selects, then publish modules and profiles atomically."""
-    from sitedist import sync as flow
     from sitedist.ops import locking
+    from sitedist.ops import sync as flow
 
     if from_history is not None:
         for line in locking.restore(config, from_history):
@@ -106,7 +106,7 @@ def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor
 
 
 def plan_json(ctx):
-    from sitedist import sync as flow
+    from sitedist.ops import sync as flow
     from sitedist.spec.resolve import why
 
     return {"config": ctx.config.path, "store": ctx.store.root, "artifacts": [

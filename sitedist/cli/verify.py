@@ -20,8 +20,8 @@ def verify(config, repair, as_json, jobs):
     """Check every artifact of CONFIG's store (not its upstreams) against its manifest: files changed,
     added or removed since the build, incomplete prefixes, leftovers of killed processes. Exit status
     1 while anything is wrong."""
-    from sitedist import sync as flow
-    from sitedist.verify import report_lines, verify_store
+    from sitedist.ops import sync as flow
+    from sitedist.ops.verify import report_lines, verify_store
 
     ctx = flow.load(config) if repair else None
     store = ctx.store if ctx else _store(config, flow.cache_dir())
@@ -68,17 +68,21 @@ def _store(config_path, cache_dir):
 def _repair(ctx, report, jobs, as_json):
     from sitedist.build.progress import Progress
     from sitedist.core.locks import describe_holder
-    from sitedist.verify import repair
+    from sitedist.ops import sync as flow
+    from sitedist.ops.verify import repair
 
     meters = []
 
-    def make_events(total):
-        meters.append(Progress(total=total, stream=sys.stderr, mode="quiet" if as_json else "auto"))
-        return meters[-1]
+    def rebuild(ctx):
+        """The broken artifacts were moved away: build them again through the normal sync flow."""
+        flow.refresh_states(ctx)
+        meters.append(Progress(total=len(ctx.to_build()), stream=sys.stderr, mode="quiet" if as_json else "auto"))
+        return flow.finish_sync(ctx, jobs, events=meters[-1],
+                                on_wait=lambda info: click.echo(f"waiting for a lock: {describe_holder(info)}",
+                                                                err=True))
 
     try:
-        return repair(ctx, report, jobs=jobs, make_events=make_events,
-                      on_wait=lambda info: click.echo(f"waiting for a lock: {describe_holder(info)}", err=True))
+        return repair(ctx, report, rebuild)
     finally:
         for meter in meters:
             meter.close()

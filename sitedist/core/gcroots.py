@@ -1,20 +1,29 @@
-"""GC roots kept in the store: what keeps an artifact alive besides module trees and profiles.
+"""The store's GC roots, all in one place: what keeps an artifact alive.
 
 ``<store>/.sitedist/gcroots/`` holds one JSON file per root: ``{"prefixes": [...], "pid", "host",
 "started", "what"}``. Roots with a ``pid`` are temporary (a sync in progress registers the prefixes of
 its whole plan before it builds anything); they count while that process lives. Roots without a pid
 are registered by users (``sitedist gc --add-root``) and count until removed.
+
+``<store>/.sitedist/gcroots/trees/<kind>-<digest>.json`` = ``{"kind", "path"}``: the registry of
+published views (module trees, profiles, develop environments) that refer to this store, one file per
+view. A GC run with one config so keeps what another config's views (another cluster's module tree)
+use. What a view references is the view's business: the collector asks it (``live_prefixes``).
 """
 
+import hashlib
 import json
 import os
+import pwd
 import socket
+import stat
 import time
 
 import psutil
 
 from sitedist.core.locks import StoreLock
 from sitedist.core.processes import pid_alive
+from sitedist.errors import StoreError
 
 
 def _root_dir(store):
@@ -86,3 +95,63 @@ def live_roots(store):
         if _alive(info):
             out[name] = set(info.get("prefixes", []))
     return out
+
+
+# --- the registry of published views ------------------------------------------------------------
+
+def register_tree(store, kind, path):
+    """Remember that the view at ``path`` (a module root, profile root or develop environment) refers
+    to artifacts of ``store``, so that every GC of the store counts it."""
+    path = os.path.abspath(path)
+    target = os.path.join(store.trees_dir, f"{kind}-{hashlib.sha256(path.encode()).hexdigest()[:20]}.json")
+    if os.path.exists(target):
+        return
+    store.init()   # the registry directory, and in a group store files every admin can read
+    try:
+        store.write_json_atomic(target, {"kind": kind, "path": path, "registered": time.time()})
+    except OSError as exc:
+        raise StoreError(f"cannot register the {kind} tree {path} as a GC root of {store.root}: {exc.strerror} "
+                         f"({owner_hint(store.trees_dir)})") from None
+
+
+def registered_trees(store):
+    """[(kind, path, registration file)] of every registered view."""
+    out = []
+    try:
+        names = sorted(os.listdir(store.trees_dir))
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        reg = os.path.join(store.trees_dir, name)
+        try:
+            with open(reg, encoding="utf-8") as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and isinstance(info.get("kind"), str) and isinstance(info.get("path"), str):
+            out.append((info["kind"], info["path"], reg))
+    return out
+
+
+def forget_tree(store, reg):
+    """Drop the registration file ``reg`` (of a view that no longer exists)."""
+    try:
+        os.unlink(reg)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot remove the stale tree registration {reg}: {exc.strerror} "
+                         f"({owner_hint(store.trees_dir)})") from None
+
+
+def owner_hint(directory):
+    """What to do when ``directory`` of the store is not writable: who owns it, which mode it needs."""
+    try:
+        st = os.stat(directory)
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except (OSError, KeyError):
+        return f"{directory} must be writable by every admin of the store"
+    return (f"{directory} belongs to {owner} with mode {stat.S_IMODE(st.st_mode):o}; in a store shared by a "
+            f"group it must be group-writable: as {owner} or root, run chmod g+w {directory}")

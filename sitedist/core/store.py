@@ -33,6 +33,7 @@ import time
 
 from sitedist.core.generations import fsync_dir
 from sitedist.core.hashing import ID_LENGTH, file_sha256
+from sitedist.core.names import NAME, VERSION
 from sitedist.errors import StoreError
 
 FORMAT = 1
@@ -119,8 +120,6 @@ class Store:
         """Every artifact directory here: (name, version, id, prefix, complete). Only entries named as
         sitedist names artifacts count (``<name>/<version>-<id>``, with the schema's name and version
         patterns and a base32 id): whatever else lies in the store's directory is not sitedist's."""
-        from sitedist.spec.schema import NAME, VERSION
-
         if not os.path.isdir(self.root):
             return
         for name in sorted(os.listdir(self.root)):

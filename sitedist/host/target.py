@@ -37,6 +37,23 @@ def resolve_target(spec="generic"):
                       + "use 'generic', 'host' or an archspec name such as x86_64_v3, skylake_avx512, zen3")
 
 
+def resolve_targets(config):
+    """{target as the config names it: resolved target} of a config; ConfigError at 'target:' for an
+    unknown target or two names of one target."""
+    out = {}
+    for target in config.targets:
+        try:
+            resolved = resolve_target(target)
+        except ConfigError as exc:
+            raise ConfigError(str(exc), where=config.where("target")) from None
+        same = [t for t, r in out.items() if r == resolved]
+        if same:
+            raise ConfigError(f"target: {same[0]} and {target} are the same target ({resolved})",
+                              where=config.where("target"), hint="list each target once")
+        out[target] = resolved
+    return out
+
+
 def target_flags(target, compiler):
     """The optimization flags ``compiler`` (a probe.Compiler) needs to build for ``target``."""
     micro = archspec.cpu.TARGETS[target]

@@ -322,10 +322,16 @@ def _read_manifest(gen_dir):
     return _read_json(os.path.join(gen_dir, MANIFEST))
 
 
-def live_prefixes(root):
-    """The artifact prefixes that kept generations (and one being published) reference: GC roots."""
+def exists(root):
+    """Whether a module tree is (or was) published at ``root``: the GC keeps its registration."""
+    return os.path.isdir(root)
+
+
+def live_prefixes(root, skip=()):
+    """The artifact prefixes that kept generations (and one being published) reference, except the
+    generations ``skip``: GC roots."""
     gens = os.path.join(os.path.abspath(root), GENERATIONS)
-    live, unknown = referenced_prefixes(gens, _read_manifest)
+    live, unknown = referenced_prefixes(gens, _read_manifest, skip)
     if unknown:
         raise ModulesError(f"module tree generation {unknown[0]} in {gens} has no manifest, so what it "
                            "references is unknown; remove that generation or publish again")

@@ -10,13 +10,8 @@ import os
 
 from sitedist.core import history
 from sitedist.errors import ConfigError, DriftError
+from sitedist.ops import sync as flow
 from sitedist.spec import lock as locks
-
-
-def _flow():
-    from sitedist import sync as flow
-
-    return flow
 
 
 def lock_of(ctx, lock_path=None):
@@ -86,7 +81,7 @@ def resolve_side(ref):
                                                        "'sitedist history CONFIG')")
     if _is_lock_file(ref):
         return locks.read(ref), ref
-    ctx = _flow().load(ref)
+    ctx = flow.load(ref)
     return lock_of(ctx), ref
 
 
@@ -108,26 +103,6 @@ def last_published(ctx):
 
 # --- going back to a recorded state ----------------------------------------------------------------
 
-def module_entry(node, prefix):
-    """The ModuleEntry of a node (resolved or locked) whose artifact is at ``prefix``."""
-    from sitedist.core.store import Store
-    from sitedist.modules.entry import ModuleEntry
-
-    try:
-        subdirs = tuple(Store.read_marker(prefix).get("subdirs", ()))
-    except (OSError, ValueError):
-        subdirs = ()
-    f = locks.module_fields(node)
-    return ModuleEntry(name=node.name, version=node.version, prefix=prefix, artifact_id=node.aid, kind=f["kind"],
-                       description=f["description"], homepage=f["homepage"],
-                       compiler=tuple(f["compiler"]) if f["compiler"] else None,
-                       mpi=tuple(f["mpi"]) if f["mpi"] else None, toolchain=f["toolchain"],
-                       options=tuple(map(tuple, f["options"])), run_depends=tuple(map(tuple, f["run_depends"])),
-                       env=tuple(map(tuple, f["env"])), subdirs=subdirs, explicit=f["explicit"],
-                       link_depends=tuple(map(tuple, f.get("link_depends", ()))),   # absent from older locks
-                       keywords=tuple(f.get("keywords", ())))
-
-
 def restore(config_path, ref, build_missing=True, jobs=None):
     """Publish the module tree and profiles of a recorded sync (``ref`` a number of 'sitedist history')
     or of a lock file, from artifacts already in the store, building nothing. When some are gone and the
@@ -139,7 +114,6 @@ def restore(config_path, ref, build_missing=True, jobs=None):
     from sitedist.core.store import Store
     from sitedist.spec.config import load_config
 
-    flow = _flow()
     config = load_config(config_path)
     store = Store(config.store_root, config.upstreams, group=config.store_group, build_dir=config.build_dir)
     if ref.isdigit():
@@ -191,7 +165,6 @@ def rebuild_from_commit(current, git, lock, what, missing, jobs=None):
     from sitedist.core.sources import unpack
     from sitedist.errors import StoreError
 
-    flow = _flow()
     rel = os.path.relpath(os.path.abspath(current.path), git["root"])
     if rel.startswith(".."):
         raise StoreError(f"{what}: the config is no longer inside the git work tree {git['root']}; "

@@ -7,13 +7,13 @@ site-config.md and admin_docs/recipes.md describe the same keys for people.
 import difflib
 import re
 
+from sitedist.core.names import NAME, VERSION
 from sitedist.errors import ConfigError
 from sitedist.spec.marked_yaml import mark_at
 
 # Whole-string patterns: \A and \Z, never ^ and $ ($ also matches before a final newline, and a JSON
-# Schema "pattern" is a search). Use them with re.fullmatch or as schema patterns.
-NAME = r"\A[A-Za-z0-9][A-Za-z0-9_+.-]{0,63}\Z"  # package, toolchain, profile and option names
-VERSION = r"\A[A-Za-z0-9][A-Za-z0-9_+.~-]{0,63}\Z"
+# Schema "pattern" is a search). Use them with re.fullmatch or as schema patterns. NAME and VERSION are
+# in sitedist.core.names (the store names its directories by them too).
 SHA256 = r"\A[0-9a-f]{64}\Z"
 COMMIT = r"\A[0-9a-f]{40}\Z"
 VARIABLE = r"\A[A-Za-z_][A-Za-z0-9_]*\Z"  # environment variable names

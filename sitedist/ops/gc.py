@@ -1,42 +1,39 @@
 """Garbage collection of one store: mark from the roots, sweep the rest (admin_docs/gc.md).
 
 Roots:
-- module trees: every kept generation (``sitedist.modules.live_prefixes``) of the config's module
-  roots and of every tree ever published into this store (the tree registry below);
-- profiles: every kept generation of the config's profiles and of registered profiles;
-- develop environments registered by ``sitedist develop``;
+- published views: the config's module trees and profiles, and every view registered in the store
+  (``sitedist.core.gcroots.registered_trees``: module trees, profiles and develop environments of any
+  config). Each view answers what it references through one interface (``VIEWS`` below):
+  ``exists(path)`` and ``live_prefixes(path, skip=())``. A registration whose view no longer exists
+  is dropped;
 - ``sitedist.core.gcroots.live_roots``: running syncs (their whole plan) and roots users registered;
 - incomplete prefixes whose build lock is held (a build in progress).
 The closure follows each artifact's dependencies (``.sitedist/spec.json`` "deps": name -> prefix).
-
-Tree registry: ``<store>/.sitedist/gcroots/trees/<kind>-<digest>.json`` = ``{"kind", "path"}``, one file
-per module tree, profile or develop environment that refers to this store. A GC run with one config so
-keeps what another config's trees (another cluster's module tree) use. A registration whose path no
-longer exists is dropped.
 
 Only this store is swept, never an upstream. Everything runs under the store's ``gc.lock``; removal
 renames an artifact into ``<store>/.sitedist/trash/gc-<pid>-<token>/`` (one atomic step: a reader sees
 the artifact whole or not at all) and deletes it there.
 """
 
-import hashlib
-import json
 import os
+import pwd
 import re
 import stat
-import time
 import uuid
 from dataclasses import dataclass, field
 
+from sitedist import develop, modules, profiles
+from sitedist.core.gcroots import (forget_tree, gc_lock, live_roots, register, register_tree,
+                                   registered_trees)
 from sitedist.core.history import kept_prefixes
-from sitedist.core.gcroots import gc_lock, live_roots, register
 from sitedist.core.locks import StoreLock, is_stale, read_holder
 from sitedist.core.store import Store, remove_tree
-from sitedist.develop import RECORD as DEVELOP_RECORD
 from sitedist.errors import LockError, StoreError
+from sitedist.host.target import resolve_targets
 from sitedist.spec.schema import NAME
 
-KINDS = ("modules", "profile", "develop")
+# kind in the tree registry -> the view: each has exists(path) and live_prefixes(path, skip=())
+VIEWS = {"modules": modules, "profile": profiles, "develop": develop}
 
 
 @dataclass
@@ -54,83 +51,6 @@ class GcResult:
     @property
     def freed(self):
         return sum(size for _, size, _ in self.removed)
-
-
-# --- the tree registry ---------------------------------------------------------------------------
-
-def register_tree(store, kind, path):
-    """Remember that the tree at ``path`` (a module root, profile root or develop environment) refers
-    to artifacts of ``store``, so that every GC of the store counts it."""
-    path = os.path.abspath(path)
-    target = os.path.join(store.trees_dir, f"{kind}-{hashlib.sha256(path.encode()).hexdigest()[:20]}.json")
-    if os.path.exists(target):
-        return
-    store.init()   # the registry directory, and in a group store files every admin can read
-    try:
-        store.write_json_atomic(target, {"kind": kind, "path": path, "registered": time.time()})
-    except OSError as exc:
-        raise StoreError(f"cannot register the {kind} tree {path} as a GC root of {store.root}: {exc.strerror} "
-                         f"({_owner_hint(store.trees_dir)})") from None
-
-
-def _owner_hint(directory):
-    """What to do when ``directory`` of the store is not writable: who owns it, which mode it needs."""
-    try:
-        st = os.stat(directory)
-        import pwd
-
-        owner = pwd.getpwuid(st.st_uid).pw_name
-    except (OSError, KeyError):
-        return f"{directory} must be writable by every admin of the store"
-    return (f"{directory} belongs to {owner} with mode {stat.S_IMODE(st.st_mode):o}; in a store shared by a "
-            f"group it must be group-writable: as {owner} or root, run chmod g+w {directory}")
-
-
-def registered_trees(store):
-    """[(kind, path, registration file)]."""
-    out = []
-    try:
-        names = sorted(os.listdir(store.trees_dir))
-    except FileNotFoundError:
-        return out
-    for name in names:
-        if not name.endswith(".json"):
-            continue
-        reg = os.path.join(store.trees_dir, name)
-        try:
-            with open(reg, encoding="utf-8") as f:
-                info = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if info.get("kind") in KINDS:
-            out.append((info["kind"], info["path"], reg))
-    return out
-
-
-def _tree_prefixes(kind, path, skip=()):
-    if kind == "modules":
-        from sitedist.modules import live_prefixes
-
-        return live_prefixes(path)
-    if kind == "profile":
-        from sitedist import profiles
-
-        return profiles.live_prefixes(path, skip)
-    try:
-        with open(os.path.join(path, DEVELOP_RECORD), encoding="utf-8") as f:
-            return set(json.load(f)["prefixes"])
-    except (OSError, ValueError, KeyError):
-        return set()
-
-
-def _tree_exists(kind, path):
-    if kind == "profile":
-        from sitedist.profiles import generations_dir
-
-        return os.path.lexists(path) or os.path.isdir(generations_dir(path))
-    if kind == "develop":
-        return os.path.isfile(os.path.join(path, DEVELOP_RECORD))
-    return os.path.isdir(path)
 
 
 # --- roots users register ------------------------------------------------------------------------
@@ -161,19 +81,15 @@ def remove_root(store, name):
 
 def config_trees(config):
     """[(kind, path)] of the module and profile roots a config publishes to."""
-    from sitedist.profiles import profile_roots
-
     targets = config.targets
     if len(targets) > 1:
-        from sitedist.sync import resolve_targets
-
         targets = list(resolve_targets(config).values())
     trees = []
     if config.modules is not None:
         root = config.modules["root"]
         trees += [("modules", os.path.join(root, t)) for t in targets] if len(targets) > 1 else [("modules", root)]
     for spec in config.profiles.values():
-        trees += [("profile", root) for root, _ in profile_roots(spec, targets)]
+        trees += [("profile", root) for root, _ in profiles.profile_roots(spec, targets)]
     return trees
 
 
@@ -240,37 +156,36 @@ def collect(config, dry_run=False, keep=None, older_than_days=None, on_wait=None
 
 
 def _collect(store, config, result, keep, older_than_days, keep_syncs):
-    from sitedist import profiles
-
     dry = result.dry_run
     trash_root = store.trash_dir   # shared with 'verify --repair', whose entries stay
     trash = os.path.join(trash_root, f"gc-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     if not dry:
         for kind, path in config_trees(config):
-            if _tree_exists(kind, path):
+            if VIEWS[kind].exists(path):
                 register_tree(store, kind, path)
         for name in os.listdir(trash_root) if os.path.isdir(trash_root) else ():
             if name.startswith("gc-"):   # left by a killed GC (GCs run one at a time, under the lock)
                 _empty_trash(os.path.join(trash_root, name), result)
     trees = {(kind, os.path.abspath(path)): None for kind, path in config_trees(config)}
     for kind, path, reg in registered_trees(store):
-        trees.setdefault((kind, path), reg)
+        if kind in VIEWS:
+            trees.setdefault((kind, path), reg)
 
     roots = set()
     older_than = older_than_days * 86400.0 if older_than_days is not None else None
     for (kind, path), reg in trees.items():
-        if not _tree_exists(kind, path):
+        if not VIEWS[kind].exists(path):
             if reg is not None:
                 result.stale.append(f"{kind} {path}")
                 if not dry:
-                    _forget(store, reg)
+                    forget_tree(store, reg)
             continue
         skip = []
         if kind == "profile":
             skip = profiles.select_pruned(path, keep, older_than) if dry else profiles.prune(path, keep, older_than)
             if skip:
                 result.pruned.append((path, skip))
-        prefixes = _tree_prefixes(kind, path, skip)
+        prefixes = VIEWS[kind].live_prefixes(path, skip)
         result.roots.append((f"{kind} {path}", len(prefixes)))
         roots |= prefixes
     for name, prefixes in live_roots(store).items():
@@ -305,16 +220,6 @@ def _collect(store, config, result, keep, older_than_days, keep_syncs):
         result.removed.append((prefix, size, complete))
     if not dry:
         _empty_trash(trash, result)
-
-
-def _forget(store, reg):
-    try:
-        os.unlink(reg)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise StoreError(f"cannot remove the stale tree registration {reg}: {exc.strerror} "
-                         f"({_owner_hint(store.trees_dir)})") from None
 
 
 def _empty_trash(trash, result):
@@ -354,8 +259,6 @@ def _move_to_trash(prefix, trash):
 def _why(prefix, exc):
     if isinstance(exc, PermissionError):
         try:
-            import pwd
-
             owner = pwd.getpwuid(os.lstat(prefix).st_uid).pw_name
         except (KeyError, OSError):
             owner = "another user"

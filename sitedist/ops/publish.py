@@ -6,12 +6,32 @@ With more than one CPU target, each target gets its own module tree under ``<mod
 
 import os
 
+from sitedist.core.gcroots import register_tree
+from sitedist.core.locks import StoreLock
 from sitedist.core.store import Store
+from sitedist.modules import ModuleEntry, plan_tree, publish
+from sitedist.profiles import publish_profiles
+from sitedist.spec import lock as locks
+
+
+def module_entry(node, prefix):
+    """The ModuleEntry of a node (resolved, or of a lock) whose artifact is at ``prefix``."""
+    try:
+        subdirs = tuple(Store.read_marker(prefix).get("subdirs", ()))
+    except (OSError, ValueError):
+        subdirs = ()
+    f = locks.module_fields(node)
+    return ModuleEntry(name=node.name, version=node.version, prefix=prefix, artifact_id=node.aid, kind=f["kind"],
+                       description=f["description"], homepage=f["homepage"],
+                       compiler=tuple(f["compiler"]) if f["compiler"] else None,
+                       mpi=tuple(f["mpi"]) if f["mpi"] else None, toolchain=f["toolchain"],
+                       options=tuple(map(tuple, f["options"])), run_depends=tuple(map(tuple, f["run_depends"])),
+                       env=tuple(map(tuple, f["env"])), subdirs=subdirs, explicit=f["explicit"],
+                       link_depends=tuple(map(tuple, f.get("link_depends", ()))),   # absent from older locks
+                       keywords=tuple(f.get("keywords", ())))
 
 
 def _entry(ctx, node):
-    from sitedist.ops.locking import module_entry
-
     return module_entry(node, ctx.prefixes[node.key])
 
 
@@ -42,8 +62,6 @@ def module_configs(ctx):
 def check_modules(ctx):
     """Plan the module trees without writing: a name clash no rule resolves is reported before anything
     is built. Returns the notes (clashes the rules resolved)."""
-    from sitedist.modules import plan_tree
-
     notes = []
     for target, cfg in module_configs(ctx):
         notes += plan_tree(module_entries(ctx, target), cfg).notes
@@ -51,10 +69,6 @@ def check_modules(ctx):
 
 
 def publish_modules(ctx):
-    from sitedist.core.locks import StoreLock
-    from sitedist.gc import register_tree
-    from sitedist.modules.publish import publish
-
     results = []
     for target, cfg in module_configs(ctx):
         if not os.path.isdir(cfg["root"]):
@@ -69,7 +83,5 @@ def publish_modules(ctx):
 def publish_all(ctx):
     published = {"modules": publish_modules(ctx)}
     if ctx.config.profiles:
-        from sitedist.profiles import publish_profiles
-
         published["profiles"] = publish_profiles(ctx)
     return published

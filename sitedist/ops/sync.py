@@ -9,11 +9,22 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import psutil
+
+from sitedist.build.builder import Builder
+from sitedist.build.report import load_report
+from sitedist.build.report import write_report as write_build_report
+from sitedist.build.scheduler import Job, run_jobs
+from sitedist.core.gcroots import InUse
 from sitedist.core.sources import Fetcher
 from sitedist.core.store import Store
 from sitedist.errors import ConfigError, SitedistError, StoreError
+from sitedist.host.target import resolve_targets, target_flags
 from sitedist.host.toolchains import (Host, probe_cached, resolve_host, resolve_toolchains, resolve_tools,
                                      search_dirs)
+from sitedist.ops.publish import check_modules, publish_all
+from sitedist.ops.slurm import build_through_slurm, check_slurm
+from sitedist.profiles import check_profiles
 from sitedist.spec.config import load_config
 from sitedist.spec.doc_cache import DocCache
 from sitedist.spec.resolve import Resolver, why
@@ -58,23 +69,6 @@ def probe_host_for(config, refresh=False, report=None):
                 timeout=config.host.get("timeout", 10.0))
 
 
-def resolve_targets(config):
-    from sitedist.host.target import resolve_target
-
-    out = {}
-    for target in config.targets:
-        try:
-            resolved = resolve_target(target)
-        except ConfigError as exc:
-            raise ConfigError(str(exc), where=config.where("target")) from None
-        same = [t for t, r in out.items() if r == resolved]
-        if same:
-            raise ConfigError(f"target: {same[0]} and {target} are the same target ({resolved})",
-                              where=config.where("target"), hint="list each target once")
-        out[target] = resolved
-    return out
-
-
 def load(config_path, refresh_probe=False, probe_report=None, adjust=None):
     """Stages 1-3: load and validate the config, probe the host (or take ``probe_report``), resolve and
     hash the plan. ``adjust(config)`` may return a changed config first (a past commit's config with
@@ -93,8 +87,6 @@ def load(config_path, refresh_probe=False, probe_report=None, adjust=None):
     ctx = Context(config=config, store=store, host=host, plan=plan)
     refresh_states(ctx)
     if config.profiles:
-        from sitedist.profiles import check_profiles
-
         check_profiles(ctx)
     return ctx
 
@@ -148,8 +140,6 @@ def describe_plan(ctx):
             line = f"  [cache]    {node.label:<34} {node.aid}  (from {cache})"
         lines.append(line)
     if ctx.config.modules:
-        from sitedist.publish import check_modules
-
         lines += [f"  modules: {note}" for note in check_modules(ctx)]
     from_cache = sum(1 for line in lines if line.startswith("  [cache]"))
     lines.append(f"{len(ctx.plan.nodes)} artifacts: {len(ctx.plan.nodes) - len(missing)} present, "
@@ -196,9 +186,6 @@ def cache_for(ctx, node):
 
 def make_builder(ctx, on_wait=None, record_extra=None):
     """The Builder of this context's plan (a sync's, or a Slurm job's building one artifact of it)."""
-    from sitedist.build.builder import Builder
-    from sitedist.host.target import target_flags
-
     store = ctx.store
     fetcher = Fetcher(store.src_dir, ctx.config.mirrors, lock_dir=store.lock_dir,
                       upstream_caches=[u.src_dir for u in store.upstreams])
@@ -230,9 +217,7 @@ def fetch_or_build(ctx, builder, node, job_ctx):
 
 def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None, executor="local"):
     """Stage 4: build what is missing, in dependency order, independent builds in parallel: here, or
-    as Slurm jobs (executor 'slurm', sitedist/slurm_sync.py)."""
-    from sitedist.build.scheduler import Job, run_jobs
-
+    as Slurm jobs (executor 'slurm', sitedist/ops/slurm.py)."""
     store = ctx.store
     builder = make_builder(ctx, on_wait)
     todo = ctx.to_build()
@@ -247,10 +232,9 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None, execut
         for n in todo
     ]
     if executor == "slurm":
-        from sitedist.slurm_sync import build_through_slurm
-
         result = build_through_slurm(ctx, builder.fetcher, jobs_list, slots=jobs, keep_going=keep_going,
-                                     events=events, durations={n.key: known.get(n.label) for n in todo})
+                                     events=events, durations={n.key: known.get(n.label) for n in todo},
+                                     probe_report=probe_report_for(ctx.config))
     else:
         result = run_jobs(jobs_list, slots=jobs, keep_going=keep_going, events=events)
     for key in result.succeeded:
@@ -260,8 +244,6 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None, execut
 
 def past_durations(store):
     """label -> seconds of its last build, from the last report: the scheduler's critical path."""
-    from sitedist.build.report import load_report
-
     try:
         report = load_report(store.reports_dir)
     except SitedistError:
@@ -274,17 +256,11 @@ def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None, exe
     started = time.time()
     jobs = jobs or ctx.config.jobs or _default_jobs()
     executor = executor or ctx.config.executor.get("type", "local")
-    from sitedist.core.gcroots import InUse
-
     ctx.store.check_writable()
     check_publish_targets(ctx.config)
     if executor == "slurm" and ctx.to_build():
-        from sitedist.slurm_sync import check_slurm
-
         check_slurm(ctx.config)  # the settings and the controller, before anything is written
     if ctx.to_build():
-        from sitedist.publish import check_modules
-
         check_modules(ctx)  # a module name clash stops the sync before anything is built
     ctx.store.init()
     # Everything this sync uses is a GC root until it ends, so a concurrent GC leaves it alone. States
@@ -309,14 +285,10 @@ def finish_sync(ctx, jobs=None, keep_going=False, events=None, on_wait=None, exe
 
 
 def _default_jobs():
-    import psutil
-
     return psutil.cpu_count(logical=True) or 1
 
 
 def write_report(ctx, result, started, jobs, executor="local"):
-    from sitedist.build.report import write_report as write
-
     extra = {}
     for node in ctx.plan.nodes:
         build_dir = ctx.store.build_path(node.name, node.version, node.aid)
@@ -330,13 +302,11 @@ def write_report(ctx, result, started, jobs, executor="local"):
     meta = {"config": ctx.config.path, "store": ctx.store.root, "slots": jobs, "executor": executor, "started": started,
             "finished": time.time(), "nodes": extra}
     try:
-        return write(ctx.store.reports_dir, result, meta)
+        return write_build_report(ctx.store.reports_dir, result, meta)
     except OSError as exc:
         raise SitedistError(f"cannot write the build report: {exc}") from None
 
 
 def publish(ctx):
     """Stage 5: module tree and profiles, each switched in atomically. Returns what was published."""
-    from sitedist.publish import publish_all
-
     return publish_all(ctx)

@@ -35,6 +35,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+from sitedist.build.builder import stop_strays
 from sitedist.core.gcroots import live_roots
 from sitedist.core.hashing import file_sha256
 from sitedist.core.locks import StoreLock, describe_holder, is_stale, read_holder
@@ -293,12 +294,10 @@ def _to_trash(store, prefix):
     return aside
 
 
-def repair(ctx, report, jobs=None, make_events=None, on_wait=None):
-    """Repair what ``report`` (of ``ctx.store``) found; rebuild broken artifacts of ``ctx``'s plan.
-    ``make_events(n)`` gives the progress events receiver for a rebuild of n artifacts."""
-    from sitedist.build.builder import stop_strays
-    from sitedist.sync import finish_sync, refresh_states
-
+def repair(ctx, report, rebuild):
+    """Repair what ``report`` (of ``ctx.store``) found; broken artifacts of ``ctx``'s plan are moved
+    to the trash and ``rebuild(ctx)`` (the caller's sync flow, which returns its result) builds them
+    again."""
     store, result = ctx.store, RepairResult()
     store.init()
     planned = {n.key: n for n in ctx.plan.nodes}
@@ -340,9 +339,7 @@ def repair(ctx, report, jobs=None, make_events=None, on_wait=None):
         elif f.kind in ("bad-source", "leftover", "dead-root", "trash"):
             attempt(f, lambda p=f.path: remove_tree(p), f"removed {f.kind} {f.path}")
     if trashed:
-        refresh_states(ctx)
-        events = make_events(len(ctx.to_build())) if make_events else None
-        result.sync = finish_sync(ctx, jobs, events=events, on_wait=on_wait)
+        result.sync = rebuild(ctx)
         for key, (prefix, aside) in trashed.items():
             if store.is_complete(prefix):
                 remove_tree(aside)
