@@ -14,8 +14,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 LAYERS = [
     ("base", ["sitedist", "sitedist.errors"]),
     ("core", ["sitedist.core"]),
-    ("spec", ["sitedist.spec"]),
-    ("host", ["sitedist.host"]),
+    ("spec & host", ["sitedist.spec", "sitedist.host"]),   # one layer: between them, only no cycle
     ("build", ["sitedist.build", "sitedist.cache"]),
     ("views", ["sitedist.modules", "sitedist.profiles", "sitedist.develop", "sitedist.catalog"]),
     ("ops", ["sitedist.ops"]),

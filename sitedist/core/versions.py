@@ -69,3 +69,9 @@ def newest(versions, key=None):
     key = key or (lambda item: item)
     releases = [i for i in items if not (is_prerelease(key(i)) or is_branch(key(i)))]
     return max(releases or items, key=lambda i: version_key(key(i)))
+
+
+def version_matches(pin, version):
+    """'4.1' matches '4.1.4' and '4.1.0' but not '4.10.1'; '4.1.4' matches only '4.1.4'."""
+    want, have = re.split(r"[.-]", str(pin).strip()), re.split(r"[.-]", version)
+    return bool(want[0]) and have[:len(want)] == want

@@ -17,6 +17,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
+from sitedist.core.versions import version_matches
 from sitedist.errors import ConfigError, HostError
 from sitedist.host.target import host_target
 
@@ -127,12 +128,6 @@ class ProbeReport:
 
 def _fields(cls, doc):
     return {f.name: doc[f.name] for f in fields(cls)}
-
-
-def version_matches(pin, version):
-    """'4.1' matches '4.1.4' and '4.1.0' but not '4.10.1'; '4.1.4' matches only '4.1.4'."""
-    want, have = re.split(r"[.-]", str(pin).strip()), re.split(r"[.-]", version)
-    return bool(want[0]) and have[:len(want)] == want
 
 
 class _Runner:

@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from sitedist.core.versions import version_key, version_matches
 from sitedist.errors import ConfigError
 
 # name -> (main executable, companion executables linked with it, version arguments, version pattern)
@@ -198,8 +199,6 @@ _CONSTRAINT = re.compile(r"\A\s*(>=|<=|==|!=|>|<)?\s*(\d[\w.+-]*)\s*\Z")
 
 
 def _vkey(version):
-    from sitedist.core.versions import version_key
-
     parts, pre = version_key(version)[:2]   # the components and the pre-release rank, not the text
     while parts and parts[-1] == (1, 0, ""):   # 3.20 == 3.20.0
         parts = parts[:-1]
@@ -216,8 +215,6 @@ def check_constraint(text):
 def satisfies(version, text):
     """Whether ``version`` satisfies every comma-separated clause of ``text``. A bare version matches by
     whole components ('3.25' matches '3.25.1'), like a host package pin."""
-    from sitedist.host.probe import version_matches
-
     for part in str(text).split(","):
         m = _CONSTRAINT.match(part)
         if not m:
