@@ -49,9 +49,9 @@ cleanup() {
   mounts=()
 }
 trap cleanup EXIT
-if grep -q " $root/" /proc/mounts; then  # a killed earlier run: never delete through its mounts
+if grep -qE " $root[/ ]" /proc/mounts; then  # a killed earlier run: never delete through its mounts
   echo "$root still has mounts (an earlier run was killed?): umount them first:" >&2
-  grep " $root/" /proc/mounts | cut -d' ' -f2 >&2
+  grep -E " $root[/ ]" /proc/mounts | cut -d' ' -f2 >&2
   exit 1
 fi
 if ((!reuse)); then
@@ -63,6 +63,7 @@ if ((!reuse)); then
   # As Debian's installer writes it: the host name resolves (Slurm's daemons look their node up).
   printf '127.0.1.1\t%s\n' "$(cat "$root/etc/hostname")" >> "$root/etc/hosts"
 fi
+bind "$root" "" --bind  # / a mount point, as on a booted machine (unshare --mount needs it)
 bind proc /proc -t proc
 bind /sys /sys --rbind  # with /sys/fs/cgroup, as on a booted machine (slurmd needs it)
 bind /dev /dev --bind
