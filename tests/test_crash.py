@@ -71,15 +71,20 @@ def wrap(owner, name, before=None, after=None):
 
 marker = lambda src, dst, *a, **k: match in str(dst) and str(dst).endswith("/.sitedist/complete")
 if point == "unpack":
-    import tarfile
-    extract = tarfile.TarFile.extractall
+    import sitedist.core.sources as sources
+    run, member_path = sources._Unpacker.run, sources._Unpacker.path
 
-    def extractall(self, path=".", members=None, **kw):
-        members = self.getmembers()
-        extract(self, path, members[:len(members) // 2], **kw)
-        pause("half of the archive unpacked")
-        extract(self, path, members[len(members) // 2:], **kw)
-    tarfile.TarFile.extractall = extractall
+    def run_counting(self, members):
+        members = list(members)
+        self.half, self.seen = len(members) // 2, 0
+        return run(self, members)
+
+    def path(self, parts):  # called as each member is written, after the whole archive was checked
+        self.seen += 1
+        if self.seen == self.half:
+            pause("half of the archive unpacked")
+        return member_path(self, parts)
+    sources._Unpacker.run, sources._Unpacker.path = run_counting, path
 elif point == "remove-prefix":
     import sitedist.core.store as store
     writable = store.make_writable
