@@ -23,8 +23,6 @@ fi
 # Editable: .venv/bin/sitedist runs this checkout's code. setuptools leaves sitedist.egg-info here (git
 # ignores it); other users run sitedist from .venv or from an install of their own (admin_docs/install.md).
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
-# The build-tool recipes' sources (cmake, ninja, meson) from Debian's source archive, for the tests.
-bash .ci/fetch-tool-sources.sh
 # cuobjdump (NVIDIA's wheel; not in every CUDA install, e.g. not in /usr/local/cuda-13.0 here): the CUDA
 # test lists the GPU architectures in the binaries it builds with it.
 .venv/bin/python -m pip install -q --disable-pip-version-check 'nvidia-cuda-cuobjdump==13.2.51'
