@@ -11,6 +11,9 @@ Layout of a profile whose root is ``R`` (default ``<store>/../profiles/<name>``)
         .staging-<N>-<pid>/                     a generation being written (its record first)
         .lock                                   held while publishing, switching or pruning
 
+Generations are written, flushed to disk and switched by ``sitedist.core.generations.Generations``, the
+protocol module trees use too.
+
 With more than one CPU target, each target has its own forest at ``R/<target>``.
 
 A profile holds the packages it lists and, transitively, their run dependencies (link dependencies
@@ -26,8 +29,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
-from sitedist.core.generations import (generation_of, numbers, point, previous, records, referenced_prefixes,
-                                       remove_generations, remove_leftovers)
+from sitedist.core.generations import Generations
 from sitedist.core.gcroots import register_tree
 from sitedist.core.locks import StoreLock
 from sitedist.errors import ConfigError, ProfileError
@@ -99,8 +101,12 @@ def profile_roots(spec, targets):
     return [(spec.root, targets[0] if targets else None)]
 
 
+def _generations(root):
+    return Generations(generations_dir(root), root, RECORD, read_record)
+
+
 def current_generation(root):
-    return generation_of(root)
+    return _generations(root).current()
 
 
 def read_record(gen_dir):
@@ -253,48 +259,41 @@ def plan_profile(spec, root, members):
 
 # --- writing and switching ---------------------------------------------------------------------
 
-def _point(link, target):
-    try:
-        point(link, target)
-    except OSError as err:
-        raise ProfileError(f"cannot switch {link}: {err}; move it away and publish again") from None
-
-
 def _switch(root, number):
-    root = os.path.abspath(root)
-    _point(root, os.path.relpath(os.path.join(generations_dir(root), str(number)), os.path.dirname(root)))
+    try:
+        _generations(root).switch(number)
+    except OSError as err:
+        raise ProfileError(f"cannot switch {os.path.abspath(root)}: {err}; move it away and publish again") from None
 
 
 def write_profile(plan, keep, config_path=None):
     """Write ``plan`` as a new generation and switch the root to it (or nothing, if the current
     generation has the same inputs); prune to the newest ``keep`` (and the current)."""
-    root, gens = plan.root, generations_dir(plan.root)
+    root = plan.root
+    generations = _generations(root)
     os.makedirs(os.path.dirname(root), exist_ok=True)
     with _lock(root, f"publishing profile {plan.name}"):
-        remove_leftovers(gens, all_staging=True)   # under the lock: no publisher is writing
-        current = current_generation(root)
-        record = read_record(os.path.join(gens, str(current))) if current else None
+        generations.remove_leftovers(all_staging=True)   # under the lock: no publisher is writing
+        current = generations.current()
+        record = read_record(generations.path(current)) if current else None
         if record and record.get("inputs") == plan.inputs:
             return ProfileResult(plan.name, root, current, False, len(plan.members), list(plan.shadowed))
-        number = max(numbers(gens), default=0) + 1
-        stage = os.path.join(gens, f".staging-{number}-{os.getpid()}")
-        os.makedirs(os.path.join(stage, ".sitedist"))
-        record = {"generation": number, "created": time.time(), "profile": plan.name, "config": config_path,
-                  "inputs": plan.inputs, "packages": [m.label for m in plan.members],
-                  "prefixes": [m.prefix for m in plan.members], "shadowed": plan.shadowed}
-        with open(os.path.join(stage, RECORD), "w", encoding="utf-8") as f:   # a GC root from now on
-            json.dump(record, f, indent=1)
+        number, stage = generations.stage()
         try:
+            generations.write_record(stage, {   # a GC root from now on
+                "generation": number, "created": time.time(), "profile": plan.name, "config": config_path,
+                "inputs": plan.inputs, "packages": [m.label for m in plan.members],
+                "prefixes": [m.prefix for m in plan.members], "shadowed": plan.shadowed})
             for rel in plan.dirs:
                 os.mkdir(os.path.join(stage, rel))
             for rel, target in plan.links.items():
                 os.symlink(target, os.path.join(stage, rel))
+            generations.commit(stage, number)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
-        os.rename(stage, os.path.join(gens, str(number)))
         _switch(root, number)
-        pruned = _prune(gens, number, select_pruned(root, keep=keep))
+        pruned = generations.prune(generations.select_pruned(keep=keep))
     return ProfileResult(plan.name, root, number, True, len(plan.members), list(plan.shadowed), pruned)
 
 
@@ -316,18 +315,19 @@ def publish_profiles(ctx):
 
 def list_generations(root):
     """The kept generations of the profile at ``root``, oldest first."""
-    current = current_generation(root)
+    generations = _generations(root)
+    current = generations.current()
     return [ProfileGeneration(number=n, path=path, created=record.get("created", 0.0), current=n == current,
                               packages=record.get("packages", []), prefixes=record.get("prefixes", []))
-            for n, path, record in records(generations_dir(root), read_record)]
+            for n, path, record in generations.records()]
 
 
 def switch_generation(root, number):
-    gens = generations_dir(root)
     with _lock(root, f"switching profile {os.path.basename(root)}"):
-        if number not in numbers(gens):
+        kept = _generations(root).numbers()
+        if number not in kept:
             raise ProfileError(f"profile {root} has no generation {number}; kept: "
-                               f"{', '.join(map(str, numbers(gens))) or 'none'}")
+                               f"{', '.join(map(str, kept)) or 'none'}")
         _switch(root, number)
     return number
 
@@ -337,7 +337,7 @@ def rollback(root):
     current = current_generation(root)
     if current is None:
         raise ProfileError(f"no profile is published at {root}; nothing to roll back")
-    number = previous(generations_dir(root), current)
+    number = _generations(root).previous(current)
     if number is None:
         raise ProfileError(f"generation {current} is the oldest kept of profile {root}; nothing to roll back to "
                            "(the profile's 'keep' sets how many generations are kept)")
@@ -347,20 +347,7 @@ def rollback(root):
 def select_pruned(root, keep=None, older_than=None, now=None):
     """Generation numbers a retention rule removes: not the current one, not among the newest ``keep``,
     and (with ``older_than``, in seconds) created longer ago than that. No rule: none."""
-    if keep is None and older_than is None:
-        return []
-    current = current_generation(root)
-    gens = list_generations(root)
-    newest = {g.number for g in sorted(gens, key=lambda g: g.number, reverse=True)[:keep]} if keep else set()
-    cutoff = (now or time.time()) - older_than if older_than is not None else None
-    return [g.number for g in gens if g.number != current and g.number not in newest
-            and (cutoff is None or g.created < cutoff)]
-
-
-def _prune(gens, current, selected):
-    removed = [n for n in selected if n != current]
-    remove_generations(gens, removed)
-    return removed
+    return _generations(root).select_pruned(keep, older_than, now)
 
 
 def prune(root, keep=None, older_than=None):
@@ -368,7 +355,8 @@ def prune(root, keep=None, older_than=None):
     if keep is None and older_than is None:
         return []
     with _lock(root, f"pruning profile {os.path.basename(root)}"):
-        return _prune(generations_dir(root), current_generation(root), select_pruned(root, keep, older_than))
+        generations = _generations(root)
+        return generations.prune(generations.select_pruned(keep, older_than))
 
 
 def exists(root):
@@ -378,9 +366,9 @@ def exists(root):
 
 def live_prefixes(root, skip=()):
     """Artifact prefixes referenced by the kept generations (and one being written), except ``skip``."""
-    gens = generations_dir(root)
-    live, unknown = referenced_prefixes(gens, read_record, skip)
+    generations = _generations(root)
+    live, unknown = generations.referenced(skip)
     if unknown:
-        raise ProfileError(f"profile generation {os.path.join(gens, unknown[0])} has no {RECORD}, so what it "
+        raise ProfileError(f"profile generation {generations.path(unknown[0])} has no {RECORD}, so what it "
                            "references is unknown; remove that generation or publish again")
     return live

@@ -1,16 +1,149 @@
-"""What module trees and profiles share: numbered generations and a symlink switched in one rename.
+"""Generations: what module trees and profiles share, in one class with one durable protocol.
 
-A published tree is ``<generations dir>/<N>/``; what users see is a symlink to one of them, replaced
-atomically (a new link under a temporary name, then rename over the old one), so a reader only ever
-sees the old generation or the new one. A generation is written as ``.staging-<N>-<pid>`` (its record
-first: the artifact prefixes it references) and renamed to ``<N>``; a pruned one is renamed to
-``.trash-<N>-<pid>`` (one step, so a reader sees it whole or not at all) and then deleted.
+A published view is ``<directory>/<N>/`` (generation N); what users see is a symlink to one of them,
+replaced atomically (a new link under a temporary name, then a rename over the old one), so a reader only
+ever sees the old generation or the new one. Each generation has a record (a JSON file at a fixed path
+in it) naming the artifact prefixes it references: every kept generation is a GC root.
+
+The protocol (:class:`Generations`), the same for every view:
+
+1. ``stage()``: ``<directory>/.staging-<N>-<pid>/``; ``write_record()`` writes the record first (a GC
+   running meanwhile keeps its prefixes), then the view writes its content;
+2. ``commit()``: flush every file and directory of the staging directory to disk, rename it to ``<N>``,
+   flush ``<directory>``;
+3. ``switch()``: point the link at ``<N>`` (a temporary link renamed over it) and flush the link's
+   directory;
+4. ``prune()``: rename a generation to ``.trash-<N>-<pid>`` (one step: a reader sees it whole or not at
+   all), then delete it.
+
+So after a power cut the link points at a complete generation, the old one or the new one.
 """
 
+import json
 import os
 import shutil
+import time
 
+from sitedist.core.durable import flush_tree, fsync_dir
 from sitedist.core.processes import pid_alive
+
+
+class Generations:
+    """The numbered generations in ``directory`` of one view, selected by the symlink ``link``.
+
+    ``record``: the record's path inside a generation. ``read(generation dir)`` gives a generation's
+    record or None (no record); it raises the view's own error for an unreadable one."""
+
+    def __init__(self, directory, link, record, read=None):
+        self.directory = os.path.abspath(directory)
+        self.link = os.path.abspath(link)
+        self.record = record
+        self.read = read or self._read
+
+    def _read(self, path):
+        try:
+            with open(os.path.join(path, self.record), encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+
+    # --- what there is ---------------------------------------------------------------------------
+
+    def path(self, number):
+        return os.path.join(self.directory, str(number))
+
+    def numbers(self):
+        """The generation numbers present, ascending."""
+        return numbers(self.directory)
+
+    def current(self):
+        """The number of the generation the link points at, or None."""
+        return generation_of(self.link)
+
+    def previous(self, current=None):
+        """The newest generation older than ``current`` (default: the current one), or None."""
+        current = self.current() if current is None else current
+        earlier = [n for n in self.numbers() if current is not None and n < current]
+        return earlier[-1] if earlier else None
+
+    def records(self):
+        """[(number, directory, record)] of the generations, oldest first (``{}`` for no record)."""
+        return [(n, self.path(n), self.read(self.path(n)) or {}) for n in self.numbers()]
+
+    def referenced(self, skip=()):
+        """What the generations (and one being written) reference, except the numbers in ``skip``:
+        (artifact prefixes, [numbered generations without a record]). A generation pruned since the
+        listing is skipped."""
+        live, unknown = set(), []
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return live, unknown
+        for name in names:
+            path = os.path.join(self.directory, name)
+            if name.startswith(".trash-") or (name.isdigit() and int(name) in skip) or not os.path.isdir(path):
+                continue
+            record = self.read(path)
+            if record is not None:
+                live.update(record["prefixes"])
+            elif name.isdigit() and os.path.isdir(path):
+                unknown.append(name)   # a staging directory before its record references nothing yet
+        return live, unknown
+
+    # --- writing a generation --------------------------------------------------------------------
+
+    def stage(self):
+        """(number, staging directory) of a new generation, the directory created empty."""
+        number = max(self.numbers(), default=0) + 1
+        stage = os.path.join(self.directory, f".staging-{number}-{os.getpid()}")
+        os.makedirs(stage)
+        return number, stage
+
+    def write_record(self, stage, record):
+        """Write the record of the generation being staged in ``stage``: from now on a GC root."""
+        path = os.path.join(stage, self.record)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1)
+        os.replace(tmp, path)
+
+    def commit(self, stage, number):
+        """Make the staged generation ``number`` durable and give it its number; return its path."""
+        flush_tree(stage)
+        final = self.path(number)
+        os.rename(stage, final)
+        fsync_dir(self.directory)
+        return final
+
+    def switch(self, number):
+        """Point the link at generation ``number`` (OSError if the link's path is not a symlink)."""
+        point(self.link, os.path.relpath(self.path(number), os.path.dirname(self.link)))
+
+    # --- removing generations --------------------------------------------------------------------
+
+    def select_pruned(self, keep=None, older_than=None, now=None):
+        """Generation numbers a retention rule removes: not the current one, not among the newest
+        ``keep``, and (with ``older_than``, in seconds) created longer ago than that (the record's
+        ``created``). No rule: none."""
+        if keep is None and older_than is None:
+            return []
+        current = self.current()
+        present = self.records()
+        newest = {n for n, _, _ in present[::-1][:keep]} if keep else set()
+        cutoff = (now or time.time()) - older_than if older_than is not None else None
+        return [n for n, _, record in present if n != current and n not in newest
+                and (cutoff is None or record.get("created", 0.0) < cutoff)]
+
+    def prune(self, selected):
+        """Remove the generations ``selected`` (never the current one); return those removed."""
+        current = self.current()
+        removed = [n for n in selected if n != current]
+        remove_generations(self.directory, removed)
+        return removed
+
+    def remove_leftovers(self, all_staging=False):
+        remove_leftovers(self.directory, all_staging)
 
 
 def point(link, target):
@@ -59,43 +192,6 @@ def remove_leftovers(gens_dir, all_staging=False):
             shutil.rmtree(os.path.join(gens_dir, name), ignore_errors=True)
 
 
-def previous(gens_dir, current):
-    """The newest generation older than ``current`` (what a rollback switches to), or None."""
-    earlier = [n for n in numbers(gens_dir) if n < current]
-    return earlier[-1] if earlier else None
-
-
-def records(gens_dir, read):
-    """[(number, directory, record)] of the generations, oldest first; ``read(directory)`` gives a
-    generation's record or None (then ``{}``)."""
-    out = []
-    for n in numbers(gens_dir):
-        path = os.path.join(gens_dir, str(n))
-        out.append((n, path, read(path) or {}))
-    return out
-
-
-def referenced_prefixes(gens_dir, read, skip=()):
-    """What the generations (and one being written) reference, except the numbers in ``skip``:
-    (artifact prefixes, [numbered generations without a record]). ``read(directory)`` gives a
-    generation's record or None. A generation pruned since the listing is skipped."""
-    live, unknown = set(), []
-    try:
-        names = os.listdir(gens_dir)
-    except FileNotFoundError:
-        return live, unknown
-    for name in names:
-        path = os.path.join(gens_dir, name)
-        if name.startswith(".trash-") or (name.isdigit() and int(name) in skip) or not os.path.isdir(path):
-            continue
-        record = read(path)
-        if record is not None:
-            live.update(record["prefixes"])
-        elif name.isdigit() and os.path.isdir(path):
-            unknown.append(name)   # a staging directory before its record references nothing yet
-    return live, unknown
-
-
 def generation_of(link):
     """The generation number a switch symlink points at, or None."""
     try:
@@ -111,17 +207,3 @@ def numbers(gens_dir):
         return sorted(int(n) for n in os.listdir(gens_dir) if n.isdigit())
     except FileNotFoundError:
         return []
-
-
-def fsync_dir(path):
-    """Flush a directory's entries (a rename in it) to disk; best effort where the filesystem refuses."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -20,7 +20,6 @@ An artifact directory without ``.sitedist/complete`` is never used: it is a buil
 and is removed (under the artifact's lock) before the next build of it. Readers take no lock.
 """
 
-import errno
 import grp
 import gzip
 import json
@@ -31,7 +30,7 @@ import socket
 import stat
 import time
 
-from sitedist.core.generations import fsync_dir
+from sitedist.core.durable import flush_tree, fsync_dir, fsync_file
 from sitedist.core.hashing import ID_LENGTH, file_sha256
 from sitedist.core.names import NAME, VERSION
 from sitedist.errors import StoreError
@@ -251,7 +250,10 @@ class Store:
         if log_path and os.path.exists(log_path):
             with open(log_path, "rb") as src, gzip.open(os.path.join(meta, "build.log.gz"), "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        manifest = build_manifest(prefix)
+        manifest = build_manifest(prefix)   # flushes each file
+        # Every directory's entries reach the disk before the manifest that lists them, so that after a
+        # power cut a manifest (and the marker after it) never names a file whose entry was lost.
+        flush_tree(prefix, files=False)
         self.write_json_atomic(os.path.join(meta, "manifest.json"), manifest)
         subdirs = [d for d in SUBDIRS if os.path.isdir(os.path.join(prefix, d))]
         size = sum(e.get("size", 0) for e in manifest["files"].values())
@@ -306,20 +308,8 @@ def build_manifest(prefix):
     for rel, path, st in iter_files(prefix):
         files[rel] = manifest_entry(path, st)
         if "sha256" in files[rel]:
-            _fsync_file(path)
+            fsync_file(path)
     return {"format": 1, "files": files}
-
-
-def _fsync_file(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EACCES):
-            raise
 
 
 def seal(prefix, gid=None):

@@ -11,12 +11,12 @@ Layout of ``modules.root``::
     tcl -> current/tcl
 
 A generation is written under ``generations/.staging-<N>-<pid>`` (its manifest first, so that a GC running
-meanwhile keeps its prefixes), renamed to ``generations/<N>`` and then switched to. Files whose content key
+meanwhile keeps its prefixes), flushed to disk, renamed to ``generations/<N>`` and then switched to: the
+protocol of ``sitedist.core.generations.Generations``, the same as profiles'. Files whose content key
 equals the current generation's are hard-linked from it instead of rendered. Publishing inputs equal to
 the current generation's writes nothing.
 """
 
-import ctypes
 import hashlib
 import json
 import os
@@ -28,8 +28,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sitedist.core.generations import (fsync_dir, generation_of, numbers, point, previous, records,
-                                       referenced_prefixes, remove_generations, remove_leftovers)
+from sitedist.core.generations import Generations, point
 from sitedist.errors import ModulesError
 from sitedist.modules import catalog
 from sitedist.modules.plan import plan_tree
@@ -103,13 +102,14 @@ def publish(entries, config, lock=nullcontext()):
     formats = list(config.get("formats", ["lua", "tcl"]))
     renderer = Renderer(config.get("templates"))
     digest = inputs_digest(entries, config, renderer.digest)
-    gens = os.path.join(root, GENERATIONS)
+    generations = _generations(root)
+    gens = generations.directory
     with lock:
         if not os.path.isdir(gens):
             os.makedirs(gens)
             os.chmod(gens, 0o755)   # users must read the tree whatever the publisher's umask
-        remove_leftovers(gens)
-        current = _current(root)
+        generations.remove_leftovers()
+        current = generations.current()
         old = _read_json(os.path.join(gens, str(current), MANIFEST)) if current else None
         if old and old.get("inputs") == digest:
             _ensure_links(root, formats)
@@ -119,16 +119,14 @@ def publish(entries, config, lock=nullcontext()):
                                  changed=False, modules=old.get("modules", 0), notes=old.get("notes", []),
                                  modulepath=modulepath_roots(config))
         plan = plan_tree(entries, config)
-        number = max(numbers(gens), default=0) + 1
-        stage = os.path.join(gens, f".staging-{number}-{os.getpid()}")
-        os.makedirs(stage)
+        number, stage = generations.stage()
         manifest = {
             "generation": number, "created": time.time(), "inputs": digest, "layout": plan.layout,
             "formats": formats, "modules": len(plan.modules), "lmod_cache": config.get("lmod_cache"),
             "modulepath": modulepath_roots(config), "notes": plan.notes,
             "prefixes": sorted(plan.prefixes()),
         }
-        _write_json(os.path.join(stage, MANIFEST), manifest)   # a GC root from now on
+        generations.write_record(stage, manifest)   # a GC root from now on
         previous = os.path.join(gens, str(current)) if current else None
         old_files = (_read_json(os.path.join(previous, FILES)) or {}) if previous else {}
         try:
@@ -136,13 +134,10 @@ def publish(entries, config, lock=nullcontext()):
             if catalog.enabled(config):   # the catalog page switches and rolls back with its tree
                 catalog.write_catalog(plan, config, os.path.join(stage, catalog.CATALOG), renderer, number)
             _write_json(os.path.join(stage, FILES), files)
-            _sync(stage)
+            final = generations.commit(stage, number)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
-        final = os.path.join(gens, str(number))
-        os.rename(stage, final)
-        fsync_dir(gens)
         _switch(root, number)
         _ensure_links(root, formats)
         pruned = _prune(gens, number, int(config.get("keep", 5)))
@@ -212,20 +207,6 @@ def _umask():
     return mask
 
 
-def _sync(path):
-    """Flush the new generation to disk before switching, so that a power cut cannot leave the switch
-    pointing at empty files."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syncfs(fd) != 0:
-            os.sync()
-    except (AttributeError, OSError):
-        os.sync()
-    finally:
-        os.close(fd)
-
-
 def _point(link, target):
     try:
         point(link, target)
@@ -234,8 +215,17 @@ def _point(link, target):
             from None
 
 
+def _generations(root):
+    root = os.path.abspath(root)
+    return Generations(os.path.join(root, GENERATIONS), os.path.join(root, CURRENT), MANIFEST, _read_manifest)
+
+
 def _switch(root, number):
-    _point(os.path.join(root, CURRENT), f"{GENERATIONS}/{number}")
+    try:
+        _generations(root).switch(number)
+    except OSError as err:
+        raise ModulesError(f"cannot replace {os.path.join(root, CURRENT)}: {err}; move it away (sitedist manages "
+                           "it as a symlink)") from None
 
 
 def _ensure_links(root, formats):
@@ -252,7 +242,7 @@ def _ensure_links(root, formats):
 
 
 def _current(root):
-    return generation_of(os.path.join(root, CURRENT))
+    return _generations(root).current()
 
 
 def _read_json(path):
@@ -274,22 +264,21 @@ def _write_json(path, data):
 
 
 def _prune(gens, current, keep):
-    present = numbers(gens)
-    kept = set(sorted(present, reverse=True)[:keep]) | {current}
-    pruned = [n for n in present if n not in kept]
-    remove_generations(gens, pruned)
-    return pruned
+    """Remove all but the newest ``keep`` generations and ``current``."""
+    generations = _generations(os.path.dirname(gens))
+    return generations.prune([n for n in generations.select_pruned(keep=keep) if n != current])
 
 
 def switch_generation(root, number, lock=nullcontext()):
     """Make kept generation ``number`` the current one (and refresh the Lmod cache it was published with)."""
     root = os.path.abspath(root)
-    gens = os.path.join(root, GENERATIONS)
+    generations = _generations(root)
     with lock:
-        if number not in numbers(gens):
-            raise ModulesError(f"module tree generation {number} does not exist in {gens}; kept: "
-                               f"{', '.join(map(str, numbers(gens))) or 'none'}")
-        manifest = _read_json(os.path.join(gens, str(number), MANIFEST)) or {}
+        kept = generations.numbers()
+        if number not in kept:
+            raise ModulesError(f"module tree generation {number} does not exist in {generations.directory}; kept: "
+                               f"{', '.join(map(str, kept)) or 'none'}")
+        manifest = _read_manifest(generations.path(number)) or {}
         _switch(root, number)
         _ensure_links(root, manifest.get("formats", []))
         if manifest.get("lmod_cache"):
@@ -303,7 +292,7 @@ def rollback(root, lock=nullcontext()):
     current = _current(root)
     if current is None:
         raise ModulesError(f"no module tree is published in {root}; nothing to roll back")
-    number = previous(os.path.join(root, GENERATIONS), current)
+    number = _generations(root).previous(current)
     if number is None:
         raise ModulesError(f"module tree generation {current} is the oldest kept in {root}; nothing to roll "
                            "back to (modules.keep sets how many generations are kept)")
@@ -312,10 +301,11 @@ def rollback(root, lock=nullcontext()):
 
 def list_generations(root):
     """The kept generations, oldest first."""
-    current = _current(os.path.abspath(root))
+    generations = _generations(root)
+    current = generations.current()
     return [Generation(number=n, path=path, created=m.get("created", 0.0), current=n == current,
                        modules=m.get("modules", 0), inputs=m.get("inputs", ""))
-            for n, path, m in records(os.path.join(os.path.abspath(root), GENERATIONS), _read_manifest)]
+            for n, path, m in generations.records()]
 
 
 def _read_manifest(gen_dir):
@@ -330,10 +320,10 @@ def exists(root):
 def live_prefixes(root, skip=()):
     """The artifact prefixes that kept generations (and one being published) reference, except the
     generations ``skip``: GC roots."""
-    gens = os.path.join(os.path.abspath(root), GENERATIONS)
-    live, unknown = referenced_prefixes(gens, _read_manifest, skip)
+    generations = _generations(root)
+    live, unknown = generations.referenced(skip)
     if unknown:
-        raise ModulesError(f"module tree generation {unknown[0]} in {gens} has no manifest, so what it "
+        raise ModulesError(f"module tree generation {unknown[0]} in {generations.directory} has no manifest, so what it "
                            "references is unknown; remove that generation or publish again")
     return live
 

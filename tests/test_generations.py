@@ -1,0 +1,132 @@
+"""One durable protocol for every switch (issue 11 item 9): module trees and profiles flush a new
+generation's files and directories before renaming it into place, flush the generations directory,
+then switch the link and flush its directory; a build's directories reach the disk before its manifest.
+Spies on os.fsync, os.rename and os.replace record the order; nothing is built or spawned."""
+
+import os
+
+import pytest
+
+from sitedist import profiles
+from sitedist.core.store import Store
+from sitedist.modules import ModuleEntry, publish
+
+EXPECTED = ["write record", "flush staged", "rename into place", "flush generations directory", "switch",
+            "flush link directory"]
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    events = []
+    real_fsync, real_rename, real_replace = os.fsync, os.rename, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def rename(src, dst, *a, **k):
+        events.append(("rename", os.path.abspath(src), os.path.abspath(dst)))
+        return real_rename(src, dst, *a, **k)
+
+    def replace(src, dst, *a, **k):
+        events.append(("replace", os.path.abspath(src), os.path.abspath(dst)))
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def protocol(events, gens, link, record):
+    """The spied events of one publish as steps of the protocol, plus the paths (relative to the staging
+    directory) that were flushed before the rename into place."""
+    steps, flushed = [], set()
+
+    def add(step):
+        if not steps or steps[-1] != step:
+            steps.append(step)
+
+    for event in events:
+        kind, path = event[0], event[-1]
+        staged = os.path.dirname(path) == gens and os.path.basename(path).startswith(".staging-")
+        inside = os.path.relpath(path, gens).split(os.sep)[0].startswith(".staging-")
+        if kind == "fsync" and inside:
+            rel = os.path.relpath(path, gens).split(os.sep, 1)
+            flushed.add(rel[1] if len(rel) > 1 else ".")
+            add("flush staged")
+        elif kind == "replace" and inside and path.endswith(os.sep + record):
+            add("write record")
+        elif kind == "rename" and os.path.basename(event[1]).startswith(".staging-") and os.path.dirname(path) == gens:
+            add("rename into place")
+        elif kind == "fsync" and path == gens:
+            add("flush generations directory")
+        elif kind == "replace" and path == link:
+            add("switch")
+        elif kind == "fsync" and path == os.path.dirname(link) and steps and steps[-1] == "switch":
+            add("flush link directory")
+            break
+        elif staged:
+            add(f"other {kind} of the staging directory")
+    return steps, flushed
+
+
+def entries_of(generation):
+    """Every file and directory of a generation, relative to it ('.' for itself)."""
+    out = {"."}
+    for dirpath, dirnames, filenames in os.walk(generation):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                out.add(os.path.relpath(path, generation))
+    return out
+
+
+def test_module_trees_and_profiles_switch_by_the_same_durable_protocol(tmp_path, spy):
+    prefix = tmp_path / "store" / "app" / "1.0-abc"
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "bin" / "app").write_text("#!/bin/sh\n")
+
+    root = tmp_path / "modules"
+    entry = ModuleEntry(name="app", version="1.0", prefix=str(prefix), artifact_id="abc", subdirs=("bin",))
+    result = publish([entry], {"root": str(root), "formats": ["lua", "tcl"]})
+    module_steps, module_flushed = protocol(spy, str(root / "generations"), str(root / "current"), "manifest.json")
+    spy.clear()
+
+    profile_root = tmp_path / "profiles" / "main"
+    plan = profiles.ProfilePlan(name="main", root=str(profile_root),
+                                members=[profiles.Member(name="app", label="app 1.0", prefix=str(prefix))],
+                                links={"bin/app": str(prefix / "bin" / "app")}, dirs=["bin"], shadowed=[],
+                                inputs="one")
+    written = profiles.write_profile(plan, keep=5)
+    profile_steps, profile_flushed = protocol(spy, profiles.generations_dir(str(profile_root)), str(profile_root),
+                                              profiles.RECORD)
+
+    assert module_steps == EXPECTED
+    assert profile_steps == EXPECTED
+    # complete: every file and directory of the new generation was flushed before it got its number
+    assert module_flushed >= entries_of(result.path), entries_of(result.path) - module_flushed
+    generation = os.path.join(profiles.generations_dir(str(profile_root)), str(written.generation))
+    assert profile_flushed >= entries_of(generation), entries_of(generation) - profile_flushed
+
+
+def test_a_builds_directories_reach_the_disk_before_its_manifest(tmp_path, spy):
+    store = Store(str(tmp_path / "store"))
+    store.init()
+    prefix = str(tmp_path / "store" / "app" / "1.0-x")
+    for sub in ("bin", "lib/pkgconfig", "share/doc/app"):
+        os.makedirs(os.path.join(prefix, sub))
+    for rel in ("bin/app", "lib/pkgconfig/app.pc", "share/doc/app/README"):
+        with open(os.path.join(prefix, rel), "w") as f:
+            f.write(rel)
+    os.symlink("app", os.path.join(prefix, "bin", "app-link"))
+    store.complete(prefix, {"id": "x"}, None)
+
+    manifest = os.path.join(prefix, ".sitedist", "manifest.json")
+    at = next(i for i, e in enumerate(spy) if e[0] == "replace" and e[-1] == manifest)
+    flushed_before = {e[1] for e in spy[:at] if e[0] == "fsync"}
+    directories = {prefix} | {os.path.join(prefix, d) for d in ("bin", "lib", "lib/pkgconfig", "share", "share/doc",
+                                                              "share/doc/app")}
+    assert directories <= flushed_before, sorted(directories - flushed_before)
+    marker = os.path.join(prefix, ".sitedist", "complete")
+    assert [e for e in spy if e[0] == "replace" and e[-1] == marker], "the marker is written last, by rename"
