@@ -1,9 +1,12 @@
 """The store's GC roots, all in one place: what keeps an artifact alive.
 
 ``<store>/.sitedist/gcroots/`` holds one JSON file per root: ``{"prefixes": [...], "pid", "host",
-"started", "what"}``. Roots with a ``pid`` are temporary (a sync in progress registers the prefixes of
-its whole plan before it builds anything); they count while that process lives. Roots without a pid
-are registered by users (``sitedist gc --add-root``) and count until removed.
+"started", "what", "beat"}``. Roots with a ``pid`` are temporary (a sync in progress registers the
+prefixes of its whole plan before it builds anything); they count while that process lives. A process
+on this machine is probed (its pid and start time); one on another host cannot be, so while it lives
+it touches its root file every ``beat`` seconds (a heartbeat, as locks do), and its root counts until
+that heartbeat is older than ``ROOT_STALE``, however long the sync runs. Roots without a pid are
+registered by users (``sitedist gc --add-root``) and count until removed.
 
 ``<store>/.sitedist/gcroots/trees/<kind>-<digest>.json`` = ``{"kind", "path"}``: the registry of
 published views (module trees, profiles, develop environments) that refer to this store, one file per
@@ -17,6 +20,7 @@ import os
 import pwd
 import socket
 import stat
+import threading
 import time
 
 import psutil
@@ -30,13 +34,18 @@ def _root_dir(store):
     return store.gcroots_dir
 
 
-def _alive(info):
+HEARTBEAT = 60.0     # seconds between the touches of a running sync's root file
+ROOT_STALE = 900.0   # a root of another host whose heartbeat is older than this died with its host
+
+
+def _alive(info, heartbeat, now=None):
+    """Whether the root ``info``, whose file was last touched at ``heartbeat``, still counts."""
     pid = info.get("pid")
     if pid is None:
         return True
     if info.get("host") != socket.gethostname():
-        # Another host's sync: trust it for a day, then treat it as dead (its host crashed).
-        return time.time() - info.get("started", 0) < 86400
+        # Another host's sync: alive while it beats (on NFS the file's time is the server's clock).
+        return (time.time() if now is None else now) - heartbeat <= ROOT_STALE
     return pid_alive(pid, info.get("created"))
 
 
@@ -50,11 +59,14 @@ def gc_lock(store, on_wait=None, what="gc"):
 class InUse:
     """Context manager: while it is open, ``prefixes`` are GC roots."""
 
-    def __init__(self, store, prefixes, what="sync"):
+    def __init__(self, store, prefixes, what="sync", heartbeat=HEARTBEAT):
         self.path = os.path.join(_root_dir(store), f"inuse-{socket.gethostname()}-{os.getpid()}-{id(self)}.json")
         self.store = store
+        self.heartbeat = heartbeat
         self.info = {"prefixes": sorted(prefixes), "pid": os.getpid(), "host": socket.gethostname(),
-                     "started": time.time(), "created": psutil.Process().create_time(), "what": what}
+                     "started": time.time(), "created": psutil.Process().create_time(), "what": what,
+                     "beat": heartbeat}
+        self._stop = threading.Event()
 
     def __enter__(self):
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -62,9 +74,21 @@ class InUse:
         # looks at the store again.
         with gc_lock(self.store, what=f"registering a GC root ({self.info['what']})"):
             self.store.write_json_atomic(self.path, self.info)
+        threading.Thread(target=self._beat, name=f"heartbeat {self.path}", daemon=True).start()
         return self
 
+    def _beat(self):
+        """Touch the root file every ``heartbeat`` seconds until the root is closed."""
+        while not self._stop.wait(self.heartbeat):
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                return
+            except OSError:   # a network filesystem's hiccup: try again at the next beat
+                pass
+
     def __exit__(self, *exc):
+        self._stop.set()
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -90,9 +114,10 @@ def live_roots(store):
         try:
             with open(os.path.join(directory, name), encoding="utf-8") as f:
                 info = json.load(f)
+                heartbeat = os.fstat(f.fileno()).st_mtime
         except (OSError, ValueError):
             continue
-        if _alive(info):
+        if _alive(info, heartbeat):
             out[name] = set(info.get("prefixes", []))
     return out
 
