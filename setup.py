@@ -1,5 +1,4 @@
 import atexit
-import glob
 import os
 import shutil
 import tempfile
@@ -18,16 +17,15 @@ setup(
     version="0.1.0",
     description="Hash-addressed software stacks and environment modules for HPC sites",
     packages=find_packages(include=["sitedist", "sitedist.*"]),
-    include_package_data=True,
-    # The modulefile templates stay a top-level directory a site can read and copy; a regular install
-    # puts them under <prefix>/share/sitedist/ (sitedist.modules.render finds them in either place).
-    data_files=[("share/sitedist/modulefiles_templates", sorted(glob.glob("modulefiles_templates/*.j2")))],
+    # The modulefile templates stay a top-level directory a site can read and copy; sitedist/templates
+    # is a symlink to it, so they are package data, read with importlib.resources in a checkout and in
+    # every kind of install alike (no guessing where an install put them).
+    package_data={"sitedist": ["templates/*.j2"]},
     python_requires=">=3.11",  # sitedist.MIN_PYTHON; platforms in admin_docs/security.md
     install_requires=[
         "PyYAML>=5.4",
         "Jinja2>=3.0",
         "psutil>=5.8",
-        "filelock>=4",  # SoftFileLock semantics the lock layer relies on (tested with 4.2)
         "click>=8.0",
         # Config errors: JSON Schema gives every error with its path in the document, which
         # marked YAML turns into file:line; writing our own validator would be worse.

@@ -468,3 +468,26 @@ def test_another_users_process_hidden_by_proc_hidepid_counts_as_alive(tmp_path):
     assert found == {"visible": False, "alive": [True, True, False], "lock stale": False,
                      "roots": ["inuse-other.json"], "switch tmp kept": True, "staging kept": True,
                      "trash findings": []}
+
+
+def test_one_takeover_protocol_a_marker_naming_a_dead_pid_does_not_free_a_held_lock(tmp_path):
+    """Only sitedist's protocol decides whether a lock is free. A lock file whose content looks like
+    filelock's marker of a dead process (an old sitedist used filelock's SoftFileLock, whose own recovery
+    reclaims such a marker) stays held while its holder info names a live holder."""
+    path = str(tmp_path / "x.lock")
+    holder = StoreLock(path, what="building zlib").acquire()
+    try:
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        info = read_holder(path)
+        with open(path, "w") as f:   # keeps the inode; the identity is restored below
+            f.write(f"{dead.pid}\n{socket.gethostname()}\n")
+        st = os.stat(path)
+        os.utime(path, ns=(st.st_atime_ns, int(info["lock"].split(":")[1])))
+        assert read_holder(path)["token"] == holder.token
+        with pytest.raises(LockError, match="held by pid"):
+            StoreLock(path, what="waiter", timeout=0.3, poll=0.02).acquire()
+        assert holder.held and read_holder(path)["token"] == holder.token
+    finally:
+        holder.release()
+    assert not os.path.exists(path)

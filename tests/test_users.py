@@ -128,7 +128,7 @@ def user(work):
             u = User(name=name, home=pwd.getpwnam(name).pw_dir,
                      argv=[str(copy / os.path.relpath(sys.executable, sys.base_prefix))],
                      env={**env, "LD_LIBRARY_PATH": str(copy / "lib")})
-        u.run(*u.argv, "-c", "import sitedist.cli.main, yaml, jinja2, psutil, filelock, jsonschema")
+        u.run(*u.argv, "-c", "import sitedist.cli.main, yaml, jinja2, psutil, jsonschema")
         if venv:
             base = u.run(*u.argv, "-c", "import os, sys; print(os.path.realpath(sys._base_executable))")
             assert base.stdout.strip() == os.path.realpath("/usr/bin/python3"), base.stdout

@@ -1,14 +1,17 @@
 """Store locks that work on local disks, NFS, Lustre and GPFS, and say who holds them.
 
-One lock is one file ``P`` taken with ``O_CREAT | O_EXCL`` (``filelock.SoftFileLock``): the file
-server decides atomically who created it, on every filesystem the store supports. fcntl/flock
+One lock is one file ``P`` taken with ``O_CREAT | O_EXCL``: the file server decides atomically who
+created it, on every filesystem the store supports. This module owns the whole protocol (creation,
+holder info, heartbeat, takeover, release); no library's own stale-lock recovery acts on ``P``, so one
+takeover protocol decides who may remove it (filelock's ``SoftFileLock`` reclaims a lock whose marker
+names a dead pid, by rules of its own, which would be a second one). fcntl/flock
 locks are not used: on NFS they go through a lock manager that hangs when a client dies (Spack's
 experience), Lustre mounted ``localflock`` makes them node-local (two hosts both "hold" the lock) and
 ``noflock`` makes them fail. See admin_docs/shared-filesystems.md.
 
 Files next to ``P`` (all in the lock's own directory, the only place a lock ever writes)::
 
-    P                 the lock; filelock owns its content
+    P                 the lock: an empty file; its identity (inode, mtime) names the holding
     P.info            JSON holder info: pid, host, machine, start, user, what, since, beat, token, lock
     P.takeover        short-lived guard, held while a stale ``P`` is being removed
     P.info.<t>.tmp    the info being written (renamed onto ``P.info``)
@@ -59,7 +62,6 @@ from datetime import datetime
 from typing import Callable, Optional
 
 import psutil
-from filelock import SoftFileLock, Timeout
 
 from sitedist.core.processes import pid_alive
 from sitedist.errors import LockError, StoreError
@@ -178,6 +180,32 @@ def _watched_dead(info, seen):
     return time.monotonic() - first >= 2 * info["beat"]
 
 
+def _create(path):
+    """Create the lock file ``path`` exclusively (and its directory): its identity if this call created
+    it, None if it exists."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, MODE)
+    except FileExistsError:
+        return None
+    try:
+        os.fchmod(fd, MODE)   # readable by every admin and waiter, whatever the umask
+        return _identity(os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
+def _remove_own(path, identity, token):
+    """Remove the lock file ``path`` if it is still the one with ``identity`` (never one taken since)."""
+    fd = _open_lock(path)
+    if fd is None:
+        return False
+    try:
+        return _identity(os.fstat(fd)) == identity and _remove_if_same(path, fd, token)
+    finally:
+        os.close(fd)
+
+
 def _remove_if_same(path, fd, token):
     """Remove ``path`` if it still names the file open as ``fd``. True if it did.
 
@@ -222,7 +250,6 @@ class StoreLock:
         self.on_wait = on_wait
         self.poll = poll
         self.token = uuid.uuid4().hex
-        self._file_lock = SoftFileLock(self.path, mode=MODE, thread_local=False)
         self._identity = None
         self._stop = None
 
@@ -274,25 +301,30 @@ class StoreLock:
         except OSError:
             pass
         finally:
-            self._file_lock.release()
+            try:
+                _remove_own(self.path, self._identity, self.token)
+            except OSError as e:
+                log.warning("lock %s: cannot remove the lock file: %s", self.path, e)
 
     # --- internals ----------------------------------------------------------------------------
 
     def _try_acquire(self):
         try:
-            self._file_lock.acquire(timeout=0)
-        except Timeout:
-            return False
+            self._identity = _create(self.path)
         except OSError as e:
             raise StoreError(
                 f"cannot create lock file {self.path}: {e.strerror}. Building or publishing needs write access "
                 f"to the lock directory {os.path.dirname(self.path)}; reading a store needs no lock. If this is "
                 f"another site's (upstream) store, build into your own store instead.") from e
+        if self._identity is None:
+            return False
         try:
-            self._identity = _identity(os.stat(self.path))
             self._write_info()
         except OSError as e:
-            self._file_lock.release()
+            try:
+                _remove_own(self.path, self._identity, self.token)
+            except OSError:
+                pass
             raise StoreError(f"cannot write holder info for lock {self.path}: {e.strerror}") from e
         self._stop = threading.Event()
         threading.Thread(target=self._beat, args=(self._stop,), name=f"heartbeat {self.path}", daemon=True).start()
@@ -329,12 +361,11 @@ class StoreLock:
     def _take_over(self, judged):
         """Remove the stale lock ``judged`` under the takeover guard. True if the lock file is gone."""
         guard_path = self.path + ".takeover"
-        guard = SoftFileLock(guard_path, mode=MODE, thread_local=False)
         try:
-            guard.acquire(timeout=0)
-        except Timeout:
-            self._clear_stale_guard(guard_path)
-            return False
+            guard = _create(guard_path)
+            if guard is None:
+                self._clear_stale_guard(guard_path)
+                return False
         except OSError:
             return False  # the next _try_acquire reports why the directory is unusable
         try:
@@ -360,7 +391,10 @@ class StoreLock:
                 f"it as its owner or root; the lock directory must be writable by every admin of the store and "
                 f"must not have the sticky bit (see admin_docs/shared-filesystems.md).") from e
         finally:
-            guard.release()
+            try:
+                _remove_own(guard_path, guard, self.token)
+            except OSError:
+                pass
 
     def _clear_stale_guard(self, guard_path):
         fd = _open_lock(guard_path)

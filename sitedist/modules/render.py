@@ -7,9 +7,9 @@ the content without rendering it: publishing reuses the previous generation's fi
 """
 
 import hashlib
+import importlib.resources
 import os
 import re
-import sys
 from pathlib import Path
 
 import jinja2
@@ -18,17 +18,10 @@ from sitedist.errors import ModulesError
 from sitedist.spec.schema import root_var
 from sitedist.spec.text import problem
 
-def _builtin_templates():
-    """The shipped templates: beside the package in a source checkout or editable install, else where
-    setup.py's data_files put them (<prefix>/share/sitedist/modulefiles_templates)."""
-    for candidate in (Path(__file__).resolve().parents[2] / "modulefiles_templates",
-                      Path(sys.prefix) / "share" / "sitedist" / "modulefiles_templates"):
-        if candidate.is_dir():
-            return candidate
-    return candidate
+# The shipped templates: package data (sitedist/templates, which is modulefiles_templates/ of the
+# source tree), read through importlib.resources wherever and however sitedist is installed.
+BUILTIN_TEMPLATES = importlib.resources.files("sitedist") / "templates"
 
-
-BUILTIN_TEMPLATES = _builtin_templates()
 
 # format -> (tree directory under the root, modulefile extension, rc file name)
 FORMATS = {"lua": ("lmod", ".lua", ".modulerc.lua"), "tcl": ("tcl", "", ".modulerc")}
@@ -194,6 +187,18 @@ def module_context(m, tree_root, header=(), footer=()):
     })
 
 
+def _files(directory, rel=""):
+    """[(relative path, content)] of the files under ``directory`` (a Path or a package resource)."""
+    out = []
+    for entry in sorted(directory.iterdir(), key=lambda e: e.name):
+        name = f"{rel}{entry.name}"
+        if entry.is_dir():
+            out += _files(entry, name + "/")
+        elif entry.is_file():
+            out.append((name, entry.read_bytes()))
+    return out
+
+
 class Renderer:
     """The templates of one publish: the built-in ones, overridden by a site's directory."""
 
@@ -202,8 +207,8 @@ class Renderer:
             raise ModulesError(f"the built-in modulefile templates are missing ({BUILTIN_TEMPLATES}); "
                                "reinstall sitedist")
         dirs = [BUILTIN_TEMPLATES]
-        loaders = [jinja2.PrefixLoader({"builtin": jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES))}),
-                   jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES))]
+        builtin = jinja2.PackageLoader("sitedist", "templates")
+        loaders = [jinja2.PrefixLoader({"builtin": builtin}), builtin]
         if site_dir:
             if not os.path.isdir(site_dir):
                 raise ModulesError(f"modules.templates: {site_dir} is not a directory")
@@ -216,8 +221,8 @@ class Renderer:
                                 tcl=tcl_word, tcl_path=tcl_path, tcl_comment=tcl_comment)
         digest = hashlib.sha256()
         for d in dirs:
-            for path in sorted(p for p in d.rglob("*") if p.is_file()):
-                digest.update(f"{path.relative_to(d)}\0".encode() + path.read_bytes() + b"\0")
+            for rel, data in _files(d):
+                digest.update(f"{rel}\0".encode() + data + b"\0")
         self.digest = digest.hexdigest()
         self._compiled = {}
 
