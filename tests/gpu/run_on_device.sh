@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 work=$(mktemp -d /tmp/sitedist-gpu.XXXXXX)
 recipes=$PWD/tests/gpu/cudavec
 echo "== nvidia-smi"; nvidia-smi --query-gpu=index,name,compute_cap,driver_version --format=csv,noheader || true
-if python3 -c 'import click, jsonschema, archspec, jinja2, yaml, psutil, filelock' 2>/dev/null; then
+if python3 -c 'import click, jsonschema, archspec, jinja2, yaml, psutil' 2>/dev/null; then
   cat > "$work/site.yml" <<YML
 store: $work/store
 recipes: [$recipes]
