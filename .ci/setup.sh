@@ -17,7 +17,9 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 /usr/bin/python3 scripts/fetch_sources.py
-if [[ ! -x .venv/bin/python ]]; then
+# A venv left half-made (setup killed while creating it) has a python but no pip: make it again.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  rm -rf .venv
   /usr/bin/python3 -m venv .venv
 fi
 # Editable: .venv/bin/sitedist runs this checkout's code. setuptools leaves sitedist.egg-info here (git
