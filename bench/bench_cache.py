@@ -37,27 +37,28 @@ def prepare(root):
     keys, cache, big = (os.path.join(root, d) for d in ("cache-keys", "cache", "cache-10k"))
     if not os.path.exists(os.path.join(keys, "bench.key")):
         subprocess.run(sitedist_command() + ["cache", "keygen", "bench", keys], check=True, stdout=subprocess.DEVNULL)
-    push_s = None
-    if not os.path.exists(os.path.join(cache, "index.json")):
-        began = time.perf_counter()
-        subprocess.run(sitedist_command() + ["cache", "push", os.path.join(root, "site.yml"), cache, "--key",
-                                             os.path.join(keys, "bench.key")], check=True, stdout=subprocess.DEVNULL)
-        push_s = time.perf_counter() - began
-    if not os.path.exists(os.path.join(big, "index.json")):
-        tmp = f"{big}.part"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        for sub in ("manifests", "archives"):
-            os.symlink(os.path.join(cache, sub), os.path.join(tmp, sub))
-        index = json.load(open(os.path.join(cache, "index.json")))
-        real = dict(index["entries"])
-        for i in range(INDEX_ENTRIES - len(real)):
-            aid = f"{i:020d}".translate(str.maketrans("0123456789", "abcdefghij"))
-            index["entries"][aid] = {"name": f"other{i}", "version": "1.0", "manifest": f"manifests/{aid}.json",
-                                     "archive": f"archives/{aid}.tar.gz", "sha256": "0" * 64, "size": 1}
-        with open(os.path.join(tmp, "index.json"), "w") as f:
-            json.dump(index, f)
-        os.replace(tmp, big)
+    # Pushed every run: ids change with sitedist's protocol, and pushing what is there already is a no-op,
+    # so a cache left by an older sitedist gains this one's entries instead of serving none of them.
+    began = time.perf_counter()
+    subprocess.run(sitedist_command() + ["cache", "push", os.path.join(root, "site.yml"), cache, "--key",
+                                         os.path.join(keys, "bench.key")], check=True, stdout=subprocess.DEVNULL)
+    push_s = time.perf_counter() - began
+    # the 10,000-entry copy, made again from this run's index
+    shutil.rmtree(big, ignore_errors=True)
+    tmp = f"{big}.part"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for sub in ("manifests", "archives"):
+        os.symlink(os.path.join(cache, sub), os.path.join(tmp, sub))
+    index = json.load(open(os.path.join(cache, "index.json")))
+    real = dict(index["entries"])
+    for i in range(INDEX_ENTRIES - len(real)):
+        aid = f"{i:020d}".translate(str.maketrans("0123456789", "abcdefghij"))
+        index["entries"][aid] = {"name": f"other{i}", "version": "1.0", "manifest": f"manifests/{aid}.json",
+                                 "archive": f"archives/{aid}.tar.gz", "sha256": "0" * 64, "size": 1}
+    with open(os.path.join(tmp, "index.json"), "w") as f:
+        json.dump(index, f)
+    os.replace(tmp, big)
     with open(os.path.join(root, "site.yml")) as f:
         body = f.read().split("\n", 1)[1]  # everything but 'store:'
     for name, store, url in (("cached.yml", "cached-store", cache), ("big-index.yml", "big-index-store", big)):
