@@ -66,3 +66,49 @@ def artifact(store, name):
     entries = os.listdir(os.path.join(str(store), name))
     assert len(entries) == 1, entries
     return os.path.join(str(store), name, entries[0])
+
+
+# The crash harness of tests/test_crash.py and tests/test_binary_cache.py: the real CLI runs under it and
+# stops itself (SIGSTOP) at one moment (CRASH_AT) of the artifact whose id is CRASH_MATCH, after writing
+# what it stopped at to CRASH_FLAG; the test then kills it with SIGKILL. The product has no test hooks:
+# each file's ``moments`` code wraps product functions with ``wrap`` (before/after a call) and ``pause``.
+_HARNESS_HEAD = r"""
+import os, signal, sys, threading
+
+point, match, flag = (os.environ.get(k, "") for k in ("CRASH_AT", "CRASH_MATCH", "CRASH_FLAG"))
+
+
+def pause(what):
+    with open(flag + ".tmp", "w") as f:
+        f.write(what)
+    os.rename(flag + ".tmp", flag)
+    # Sent to this thread, so that this thread stops at once (a process-directed SIGSTOP may be taken
+    # by another thread while this one runs on for some microseconds).
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+
+
+def wrap(owner, name, before=None, after=None):
+    orig = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        if before and before(*args, **kwargs):
+            pause("before " + name)
+        result = orig(*args, **kwargs)
+        if after and after(*args, **kwargs):
+            pause("after " + name)
+        return result
+    setattr(owner, name, wrapper)
+
+
+marker = lambda src, dst, *a, **k: match in str(dst) and str(dst).endswith("/.sitedist/complete")
+"""
+
+_HARNESS_TAIL = r"""
+from sitedist.cli.main import main
+main(sys.argv[1:])
+"""
+
+
+def crash_harness(moments):
+    """The harness program (for ``python -c``) with ``moments``: code choosing what to wrap by ``point``."""
+    return _HARNESS_HEAD + moments + _HARNESS_TAIL

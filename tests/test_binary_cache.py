@@ -18,7 +18,7 @@ import pytest
 
 from conftest import RECIPES, SOURCES, run_cli, write
 from modtools import ModuleShell
-from storetools import verify
+from storetools import crash_harness, verify
 
 PKGS = ["zlib", "xz", "libpng", "hello"]
 PADDED = 160
@@ -394,35 +394,9 @@ def test_longer_path_without_padding_is_refused(shared_store, tmp_path):
 
 
 # --- SIGKILL during an install from a cache --------------------------------------------------------
-# As in test_crash.py: the real CLI runs under a harness that stops the process (SIGSTOP) at one moment
-# of the install of the artifact whose id is CRASH_MATCH; the test then kills it with SIGKILL. The
-# product code has no test hooks.
+# The crash harness of test_crash.py (storetools.crash_harness), with the moments of an install.
 
-HARNESS = r"""
-import os, signal, sys, threading
-
-point, match, flag = (os.environ.get(k, "") for k in ("CRASH_AT", "CRASH_MATCH", "CRASH_FLAG"))
-
-
-def pause(what):
-    with open(flag + ".tmp", "w") as f:
-        f.write(what)
-    os.rename(flag + ".tmp", flag)
-    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
-
-
-def wrap(owner, name, before=None, after=None):
-    orig = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        if before and before(*args, **kwargs):
-            pause("before " + name)
-        result = orig(*args, **kwargs)
-        if after and after(*args, **kwargs):
-            pause("after " + name)
-        return result
-    setattr(owner, name, wrapper)
-
+HARNESS = crash_harness(r"""
 
 def nth(n):
     calls = []
@@ -434,7 +408,6 @@ import sitedist.cache.relocate as reloc
 import sitedist.cache.remote as remote
 import sitedist.core.store as store
 
-marker = lambda src, dst, *a, **k: match in str(dst) and str(dst).endswith("/.sitedist/complete")
 if point == "download":
     opened = remote.Cache._open
 
@@ -479,10 +452,7 @@ elif point == "marker-done":
     wrap(os, "replace", after=marker)
 else:
     raise SystemExit("unknown crash point " + point)
-
-from sitedist.cli.main import main
-main(sys.argv[1:])
-"""
+""")
 
 MOMENTS = ["download", "downloaded", "locked", "unpack-half", "unpacked", "checked", "relocate-half",
            "relocated", "seal", "marker-tmp", "marker-done"]

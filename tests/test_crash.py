@@ -37,39 +37,11 @@ import yaml
 
 from conftest import RECIPES, SOURCES, run_cli, site_config, write
 from modtools import ModuleShell
-from storetools import verify
+from storetools import crash_harness, verify
 
 BASE = {"zlib": None, "libpng": None, "hello": None, "lz4": None}
 
-HARNESS = r"""
-import os, signal, sys, threading
-
-point, match, flag = (os.environ.get(k, "") for k in ("CRASH_AT", "CRASH_MATCH", "CRASH_FLAG"))
-
-
-def pause(what):
-    with open(flag + ".tmp", "w") as f:
-        f.write(what)
-    os.rename(flag + ".tmp", flag)
-    # Sent to this thread, so that this thread stops at once (a process-directed SIGSTOP may be taken
-    # by another thread while this one runs on for some microseconds).
-    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
-
-
-def wrap(owner, name, before=None, after=None):
-    orig = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        if before and before(*args, **kwargs):
-            pause("before " + name)
-        result = orig(*args, **kwargs)
-        if after and after(*args, **kwargs):
-            pause("after " + name)
-        return result
-    setattr(owner, name, wrapper)
-
-
-marker = lambda src, dst, *a, **k: match in str(dst) and str(dst).endswith("/.sitedist/complete")
+HARNESS = crash_harness(r"""
 if point == "unpack":
     import sitedist.core.sources as sources
     run, member_path = sources._Unpacker.run, sources._Unpacker.path
@@ -124,10 +96,7 @@ elif point == "gcroot":
     wrap(InUse, "__exit__", before=lambda *a: True)
 elif point:
     raise SystemExit("unknown crash point " + point)
-
-from sitedist.cli.main import main
-main(sys.argv[1:])
-"""
+""")
 
 TINY_C = '#include <stdio.h>\n#include <zlib.h>\n#include "tiny.h"\n' \
          'int main(void) { printf("tiny %s zlib %s\\n", tiny_round(), zlibVersion()); return 0; }\n'
