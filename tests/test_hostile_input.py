@@ -20,14 +20,35 @@ import pytest
 from conftest import SOURCES, run_cli, tree_digest, write
 from storetools import synthetic
 
-ROWS = {}
+def table():
+    """A table of hostile-input rows and its decorator: ``@row(build_time)`` registers a function
+    ``(site, tmp) -> (argv, expected texts[, paths that must not exist])`` under its name."""
+    rows = {}
+
+    def row(build_time=False):
+        def register(fn):
+            rows[fn.__name__] = (fn, build_time)
+            return fn
+        return register
+    return rows, row
 
 
-def row(build_time=False):
-    def register(fn):
-        ROWS[fn.__name__] = (fn, build_time)
-        return fn
-    return register
+def assert_refused_and_unchanged(site, argv, expected, build_time=False, absent=()):
+    """Run ``sitedist argv``: it fails without a traceback, says each of ``expected``, leaves the store,
+    module tree and profiles as they were and writes none of ``absent``. Returns the process."""
+    before = site.digest(build_time)
+    proc = run_cli(*argv, check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for text in expected:
+        assert text in proc.stderr, f"{text!r} not in:\n{proc.stderr}"
+    assert site.digest(build_time) == before, "the store, module tree or profiles changed"
+    for path in absent:
+        assert not os.path.lexists(path), f"{path} was written"
+    return proc
+
+
+ROWS, row = table()
 
 
 @dataclass
@@ -428,16 +449,8 @@ def log_of_a_package_not_in_the_plan(site, tmp):
 def test_bad_input_is_refused_and_changes_nothing(site, tmp_path, name):
     fn, build_time = ROWS[name]
     argv, expected, *absent = fn(site, tmp_path)
-    before = site.digest(build_time)
     cached = set(os.listdir(site.store / ".sitedist" / "src"))
-    proc = run_cli(*argv, check=False)
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr, proc.stderr
-    for text in expected:
-        assert text in proc.stderr, f"{text!r} not in:\n{proc.stderr}"
-    assert site.digest(build_time) == before, "the store, module tree or profiles changed"
-    for path in absent[0] if absent else ():
-        assert not os.path.lexists(path), f"{path} was written"
+    assert_refused_and_unchanged(site, argv, expected, build_time, absent[0] if absent else ())
     if name == "checksum_mismatch":
         assert set(os.listdir(site.store / ".sitedist" / "src")) == cached, "a download that failed its check was kept"
 

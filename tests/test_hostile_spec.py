@@ -6,21 +6,13 @@ the real CLI, and asserts the message, no traceback, and that the store, module 
 unchanged.
 """
 
-import os
 
 import pytest
 
-from conftest import run_cli, write
-from test_hostile_input import recipe, site  # noqa: F401  (site: the populated site fixture)
+from conftest import write
+from test_hostile_input import assert_refused_and_unchanged, recipe, site, table  # noqa: F401  (site: fixture)
 
-ROWS = {}
-
-
-def row(build_time=False):
-    def register(fn):
-        ROWS[fn.__name__] = (fn, build_time)
-        return fn
-    return register
+ROWS, row = table()
 
 
 def one_recipe(site, tmp, name, text):
@@ -222,12 +214,4 @@ def recipe_option_value_not_allowed(site, tmp):
 def test_bad_input_is_refused_and_changes_nothing(site, tmp_path, name):  # noqa: F811
     fn, build_time = ROWS[name]
     argv, expected, *absent = fn(site, tmp_path)
-    before = site.digest(build_time)
-    proc = run_cli(*argv, check=False)
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr, proc.stderr
-    for text in expected:
-        assert text in proc.stderr, f"{text!r} not in:\n{proc.stderr}"
-    assert site.digest(build_time) == before, "the store, module tree or profiles changed"
-    for path in absent[0] if absent else ():
-        assert not os.path.lexists(path), f"{path} was written"
+    assert_refused_and_unchanged(site, argv, expected, build_time, absent[0] if absent else ())
