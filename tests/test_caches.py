@@ -231,3 +231,21 @@ def test_root_is_told_when_a_recipe_is_writable_by_another_user(tmp_path, other)
     assert proc.stderr.count("whoever can write it decides what runs as root") == 1, proc.stderr
     subprocess.run(["chown", "-R", "root:", str(theirs)], check=True)
     assert "whoever can write it" not in run_cli("sync", "--dry-run", cfg).stderr
+
+
+def test_the_directory_memo_still_checks_each_file(tmp_path):
+    """untrusted_reason's memo skips directories already found safe, never the file itself."""
+    from sitedist.core.trust import untrusted_reason
+
+    d = tmp_path / "recipes"
+    d.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)
+    good, bad = d / "good.yml", d / "bad.yml"
+    good.write_text("x")
+    bad.write_text("x")
+    os.chmod(good, 0o644)
+    os.chmod(bad, 0o664)
+    passed = set()
+    assert untrusted_reason(str(good), passed) is None
+    assert str(d) in passed
+    assert untrusted_reason(str(bad), passed) == f"{bad} is writable by its group"

@@ -30,6 +30,7 @@ class DocCache:
         self.entries = {}
         self.dirty = False
         self.warned = set()   # directories already named in a warning (once per run)
+        self.passed = set()   # directories found safe (core.trust.untrusted_reason's memo for this run)
         if path and os.path.exists(path):
             try:
                 with open_private(path, "rb") as f:
@@ -73,7 +74,7 @@ class DocCache:
         directory = os.path.dirname(path)
         if os.geteuid() != 0 or directory in self.warned:
             return
-        reason = untrusted_reason(path)
+        reason = untrusted_reason(path, self.passed)
         if reason is not None:
             self.warned.add(directory)
             log.warning("%s %s: %s; whoever can write it decides what runs as root in this sync", what, path,
