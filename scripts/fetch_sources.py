@@ -4,14 +4,25 @@ committed ``sources/SHA256SUMS`` names, so that the quick start and the tests ne
 repository.
 
 Each missing file is taken, in order, from a neighbouring ``../shared/sources/`` (the offline mirror of
-this project's build machines) when one exists, else from Debian's source archive: every file is a
-Debian ``<package>_<version>.orig.tar.*``, the upstream release as Debian ships it, fetched with
-``apt-get source --download-only`` through a private apt configuration (a ``deb-src`` entry for the
-mirror the machine's own apt sources use; the system's apt configuration is not changed). Every file is
-checked against ``SHA256SUMS`` before it enters the mirror, and written by rename, so the mirror never
-holds a partial or unverified file. Standard library only: runs with Debian's /usr/bin/python3.
+this project's build machines) when one exists, else from where its name says it comes from:
 
-    python3 scripts/fetch_sources.py [--mirror DIR] [--from DIR] [--no-debian]
+- a Debian ``<package>_<version>.orig.tar.*`` (the upstream release as Debian ships it) from Debian's
+  source archive, with ``apt-get source --download-only`` through a private apt configuration (a
+  ``deb-src`` entry for the mirror the machine's own apt sources use; the system's apt configuration is
+  not changed);
+- any other name is a Python sdist ``<project>-<version>.tar.gz`` from a Python package index (PyPI by
+  default): the index's JSON simple API (PEP 691, ``/simple/<project>/``, which every index and mirror
+  serves; PyPI's ``/pypi/<project>/<version>/json`` is not answered by every proxy) gives the file's URL,
+  and the file is downloaded with urllib. Not ``pip download --no-binary :all:``: pip prepares each
+  sdist it downloads, running its build backend to get the metadata, which is slow, needs the backend
+  installed and runs the archive's code.
+
+Every file is checked against the committed ``SHA256SUMS`` (the only trust anchor: neither Debian's
+nor the index's own checksums are trusted instead) before it enters the mirror, and written by rename,
+so the mirror never holds a partial or unverified file. Standard library only: runs with Debian's
+/usr/bin/python3.
+
+    python3 scripts/fetch_sources.py [--mirror DIR] [--from DIR] [--no-debian] [--no-pypi] [--index URL]
 
 Exit status 0 when every file is present and verified.
 """
@@ -19,17 +30,27 @@ Exit status 0 when every file is present and verified.
 import argparse
 import glob
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIRROR = os.path.join(REPO, "sources")
 SHARED = os.path.normpath(os.path.join(REPO, "..", "shared", "sources"))
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+INDEX = "https://pypi.org/simple/"
+SDIST = re.compile(r"^(?P<project>[A-Za-z0-9][A-Za-z0-9._]*?)-(?P<version>[0-9][A-Za-z0-9.+!]*)\.tar\.gz$")
+
+
+def is_debian(name):
+    return ".orig." in name or ".orig-" in name
 
 
 def read_sums(mirror):
@@ -135,7 +156,41 @@ def from_debian(names, sums, mirror):
                 print(f"  {name}: from Debian ({package})")
 
 
-def fill(mirror=MIRROR, shared=SHARED, debian=True):
+def from_index(names, sums, mirror, index=INDEX):
+    """Download each sdist ``names`` lists from the package index's JSON simple API (PEP 691)."""
+    print(f"fetching Python sdists from {index}")
+    for name in names:
+        m = SDIST.match(name)
+        if not m:
+            print(f"  {name}: neither a Debian .orig tarball nor a Python sdist <project>-<version>.tar.gz",
+                  file=sys.stderr)
+            continue
+        project = re.sub(r"[-_.]+", "-", m.group("project")).lower()  # PEP 503 normalised name
+        page = urllib.parse.urljoin(index, f"{project}/")
+        try:
+            request = urllib.request.Request(page, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                files = json.load(response)["files"]
+            url = next(urllib.parse.urljoin(page, f["url"]) for f in files if f.get("filename") == name)
+        except StopIteration:
+            print(f"  {name}: {page} does not list it", file=sys.stderr)
+            continue
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"  {name}: cannot read {page}: {exc}", file=sys.stderr)
+            continue
+        with tempfile.TemporaryDirectory(prefix="sitedist-sdist-") as tmp:
+            path = os.path.join(tmp, name)
+            try:
+                with urllib.request.urlopen(url, timeout=300) as response, open(path, "wb") as out:
+                    shutil.copyfileobj(response, out)
+            except OSError as exc:
+                print(f"  {name}: cannot download {url}: {exc}", file=sys.stderr)
+                continue
+            if install(path, name, sums[name], mirror):
+                print(f"  {name}: from {url}")
+
+
+def fill(mirror=MIRROR, shared=SHARED, debian=True, pypi=True, index=INDEX):
     """Fill ``mirror``; returns the names still missing."""
     sums = read_sums(mirror)
     todo = missing(mirror, sums)
@@ -145,8 +200,11 @@ def fill(mirror=MIRROR, shared=SHARED, debian=True):
                                                                        mirror):
                 print(f"  {name}: from {shared}")
         todo = missing(mirror, sums)
-    if todo and debian:
-        from_debian(todo, sums, mirror)
+    if debian and any(is_debian(name) for name in todo):
+        from_debian([name for name in todo if is_debian(name)], sums, mirror)
+        todo = missing(mirror, sums)
+    if pypi and any(not is_debian(name) for name in todo):
+        from_index([name for name in todo if not is_debian(name)], sums, mirror, index)
         todo = missing(mirror, sums)
     return todo
 
@@ -157,8 +215,11 @@ def main(argv=None):
     parser.add_argument("--from", dest="shared", default=SHARED,
                         help="a directory of the same files to copy from first, if it exists; default: %(default)s")
     parser.add_argument("--no-debian", action="store_true", help="do not use Debian's source archive")
+    parser.add_argument("--no-pypi", action="store_true", help="do not use the Python package index")
+    parser.add_argument("--index", default=INDEX,
+                        help="the Python package index (PEP 691 JSON simple API); default: %(default)s")
     args = parser.parse_args(argv)
-    todo = fill(args.mirror, args.shared, debian=not args.no_debian)
+    todo = fill(args.mirror, args.shared, debian=not args.no_debian, pypi=not args.no_pypi, index=args.index)
     if todo:
         print(f"missing from {args.mirror} (not found, or not matching SHA256SUMS): {', '.join(todo)}",
               file=sys.stderr)

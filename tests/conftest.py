@@ -23,9 +23,9 @@ def _fetch_sources():
 
 def pytest_configure(config):
     """Fill the source mirror from a neighbouring ../shared/sources/ when it lacks files (a copy, checked
-    against the committed SHA256SUMS); the Debian archive is left to scripts/fetch_sources.py, which
+    against the committed SHA256SUMS); Debian and PyPI are left to scripts/fetch_sources.py, which
     .ci/setup.sh runs."""
-    config._sitedist_missing_sources = _fetch_sources().fill(SOURCES, debian=False)
+    config._sitedist_missing_sources = _fetch_sources().fill(SOURCES, debian=False, pypi=False)
     config.addinivalue_line("markers", "slow: takes minutes (CMake's own bootstrap); deselect with -m 'not slow'")
 
 

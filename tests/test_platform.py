@@ -62,13 +62,62 @@ def test_fetch_sources_takes_only_files_matching_the_committed_sums(tmp_path):
     (shared / bad).write_bytes(b"not the release\n")
     proc = subprocess.run(["/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3",
                            os.path.join(REPO, "scripts", "fetch_sources.py"), "--mirror", str(mirror), "--from",
-                           str(shared), "--no-debian"], capture_output=True, text=True)
+                           str(shared), "--no-debian", "--no-pypi"], capture_output=True, text=True)
     assert proc.returncode == 1
     assert f"{good}: from {shared}" in proc.stdout
     assert f"{shared / bad}: sha256 differs from SHA256SUMS, not used" in proc.stderr
     assert f"missing from {mirror}" in proc.stderr and bad in proc.stderr.split("missing from")[1]
     assert sorted(os.listdir(mirror)) == sorted(["SHA256SUMS", good])  # no partial or unverified file
     assert open(mirror / good, "rb").read() == open(os.path.join(SOURCES, good), "rb").read()
+
+
+def test_fetch_sources_takes_sdists_from_a_package_index_only_when_they_match(tmp_path):
+    """A PEP 691 index (a local HTTP server) lists two sdists; the one whose bytes differ from the committed
+    SHA256SUMS is refused and leaves nothing in the mirror, the other enters it."""
+    import hashlib
+    import http.server
+    import json
+    import threading
+
+    good, bad = b"the real sdist\n", b"a tampered sdist\n"
+    files = {"/files/good_pkg-1.0.tar.gz": good, "/files/bad-2.0.tar.gz": bad}
+    pages = {"/simple/good-pkg/": "good_pkg-1.0.tar.gz", "/simple/bad/": "bad-2.0.tar.gz"}
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path in pages:
+                body = json.dumps({"meta": {"api-version": "1.0"}, "files": [
+                    {"filename": pages[self.path], "url": f"../../files/{pages[self.path]}", "hashes": {}}]}).encode()
+            elif self.path in files:
+                body = files[self.path]
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mirror = tmp_path / "mirror"
+        mirror.mkdir()
+        (mirror / "SHA256SUMS").write_text(f"{hashlib.sha256(good).hexdigest()}  good_pkg-1.0.tar.gz\n"
+                                           f"{hashlib.sha256(b'the release').hexdigest()}  bad-2.0.tar.gz\n")
+        proc = subprocess.run(["/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3",
+                               os.path.join(REPO, "scripts", "fetch_sources.py"), "--mirror", str(mirror), "--from",
+                               str(tmp_path / "none"), "--no-debian", "--index",
+                               f"http://127.0.0.1:{server.server_port}/simple/"], capture_output=True, text=True)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "good_pkg-1.0.tar.gz: from http://127.0.0.1" in proc.stdout
+    assert "bad-2.0.tar.gz: sha256 differs from SHA256SUMS, not used" in proc.stderr
+    assert sorted(os.listdir(mirror)) == ["SHA256SUMS", "good_pkg-1.0.tar.gz"]  # nothing partial or unverified
+    assert (mirror / "good_pkg-1.0.tar.gz").read_bytes() == good
 
 
 def test_the_committed_sums_name_every_source_the_example_uses():
