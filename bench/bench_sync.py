@@ -31,6 +31,11 @@ from timing import median_wall, sitedist_command
 NOOP_TARGET = 0.5
 DRY_RUN_TARGET = 1.0
 GENERATOR = 1  # bump when the generated files change: it names the cache directory
+# Links stay within blocks of 1,000 packages (10,000 packages are 10 stacks of 1,000, as at a centre whose
+# many modules are versions and toolchains of far fewer packages): in one random DAG of 10,000 the closure
+# of a package's link dependencies reaches thousands of prefixes, and the build environment's search
+# paths then pass the kernel's limit on one variable (128 KiB: "Argument list too long").
+BLOCK = 1000
 
 
 def bench_root(seed, n):
@@ -50,7 +55,8 @@ def tarball(name):
 
 def generate(root, seed, n):
     """Recipes, a mirror with SHA256SUMS, ``site.yml`` (store ``store/``) and ``empty.yml`` (a store that a
-    dry run never creates). Package i link-depends on up to 3 of the 40 before it. Written beside and
+    dry run never creates). Package i link-depends on up to 3 of the 40 before it, within its block of
+    1,000 (BLOCK). Written beside and
     renamed into place, so an interrupted run leaves nothing half made."""
     if os.path.isfile(os.path.join(root, "site.yml")):
         return
@@ -67,7 +73,8 @@ def generate(root, seed, n):
         with open(os.path.join(tmp, "mirror", f"{name}-1.0.tar.gz"), "wb") as f:
             f.write(data)
         sums.append(f"{sha}  {name}-1.0.tar.gz\n")
-        deps = sorted(f"p{j}" for j in rng.sample(range(max(0, i - 40), i), min(i, rng.randint(0, 3))))
+        lo = max(i - i % BLOCK, i - 40)
+        deps = sorted(f"p{j}" for j in rng.sample(range(lo, i), min(i - lo, rng.randint(0, 3))))
         with open(os.path.join(tmp, "recipes", f"{name}.yml"), "w") as f:
             f.write(f"name: {name}\n"
                     f"description: synthetic package {i}\n"

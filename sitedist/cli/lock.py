@@ -13,11 +13,10 @@ def lock(config, output, reprobe):
     sources' checksums, the host's compilers, MPIs and CPU targets, and sitedist's protocol numbers.
     Nothing is built; the same inputs give the same bytes."""
     from sitedist.ops import sync as flow
-    from sitedist.ops.locking import lock_of, lock_path
-    from sitedist.spec import lock as locks
+    from sitedist.ops.locking import CurrentLock, lock_path
 
     ctx = flow.load(config, refresh_probe=reprobe)
     path = lock_path(config, output)
-    document = lock_of(ctx, path)
-    written = locks.write(path, document)
-    click.echo(f"{path}: {len(document['artifacts'])} artifacts" + ("" if written else " (unchanged)"))
+    current = CurrentLock(ctx, path)
+    written = current.write(path)
+    click.echo(f"{path}: {current.artifacts} artifacts" + ("" if written else " (unchanged)"))

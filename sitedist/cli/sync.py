@@ -65,7 +65,7 @@ def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor
     if locked is not None:
         current = locking.check_locked(ctx, lock_file)
     else:
-        current = locking.lock_of(ctx, lock_file)
+        current = locking.CurrentLock(ctx, lock_file)
         drift = locking.drift_from_existing(ctx, lock_file, current)
         if drift:
             click.echo(f"warning: {config} now resolves differently from {lock_file} "

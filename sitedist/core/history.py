@@ -117,7 +117,8 @@ def read_lock(store, config_path, n, directory=None):
 def record(store, config_path, lock, digest, now=None):
     """Record a successful sync of ``config_path`` that resolved to ``lock`` (whose digest the caller
     computes: this module does not read locks); returns its meta dict, with
-    ``new`` True (or the newest record's, when that one says the same)."""
+    ``new`` True (or the newest record's, when that one says the same). ``lock`` may be a function
+    giving the document, called only when a new record is written."""
     directory = history_dir(store, config_path)
     store._mkdir(directory, shared=True)   # in a group store, every admin of the group records syncs
     git = git_state(config_path)
@@ -134,6 +135,8 @@ def record(store, config_path, lock, digest, now=None):
             n += 1
         except OSError as exc:
             raise StoreError(f"cannot record the sync in {directory}: {exc.strerror}") from None
+    if callable(lock):
+        lock = lock()
     with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
         f.write(json.dumps(lock, sort_keys=True).encode())
     meta = {"n": n, "time": now or time.time(), "user": _user(), "host": socket.gethostname(),

@@ -149,6 +149,12 @@ def _probe_cache_key(extra_dirs, path):
     return h.hexdigest()[:32]
 
 
+def probe_key(extra_dirs=()):
+    """What a probe's result depends on (PATH, ``host.paths``, their directories' state, the variables
+    wrappers read): the probe cache's key, also part of the plan cache's (spec.plan_cache)."""
+    return _probe_cache_key(tuple(extra_dirs), os.environ.get("PATH", ""))
+
+
 def probe_cached(cache_dir, extra_dirs=(), timeout=10.0, refresh=False):
     """``probe_host`` with a cache keyed by PATH and the state of its directories."""
     from sitedist.host import probe

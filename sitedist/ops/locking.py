@@ -6,6 +6,7 @@ its lock before anything is built, a successful sync records its lock in the his
 existing lock file, and ``--from-history`` publishes a past lock again.
 """
 
+import hashlib
 import os
 
 from sitedist.core import history
@@ -17,7 +18,57 @@ from sitedist.spec import lock as locks
 def lock_of(ctx, lock_path=None):
     """The lock document of a loaded context; paths in it relative to ``lock_path``'s directory."""
     base = os.path.dirname(os.path.abspath(lock_path or locks.default_path(ctx.config.path)))
+    flow.with_documents(ctx)
     return locks.build_lock(ctx.config, ctx.host, ctx.plan, base)
+
+
+class CurrentLock:
+    """The lock of a loaded context, built only when needed: its digest and the sha256 of its text are
+    kept beside a cached plan (spec.plan_cache facts), so a no-op sync, ``sync --locked`` and ``lock``
+    compare a lock file and the history by digest without building the document."""
+
+    def __init__(self, ctx, path):
+        self.ctx, self.path = ctx, os.path.abspath(path)
+        self._document = None
+        self._fact = f"lock {os.path.dirname(self.path)}"   # paths in a lock are relative to its directory
+        self._summary = None
+        if ctx.plan_cache is not None:
+            self._summary = ctx.plan_cache.facts().get(self._fact)
+
+    @property
+    def document(self):
+        if self._document is None:
+            self._document = lock_of(self.ctx, self.path)
+        return self._document
+
+    def _facts(self):
+        if self._summary is None:
+            text = locks.dumps(self.document)
+            self._summary = {"digest": locks.digest(self.document), "artifacts": len(self.document["artifacts"]),
+                             "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+            if self.ctx.plan_cache is not None:
+                self.ctx.plan_cache.remember(self._fact, self._summary)
+        return self._summary
+
+    @property
+    def digest(self):
+        return self._facts()["digest"]
+
+    @property
+    def artifacts(self):
+        return self._facts()["artifacts"]
+
+    def written_at(self, path):
+        """Whether the file at ``path`` holds exactly this lock's text."""
+        try:
+            with open(path, "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest() == self._facts()["text_sha256"]
+        except OSError:
+            return False
+
+    def write(self, path):
+        """Write the lock to ``path``; False (nothing written) when it already says the same."""
+        return False if self.written_at(path) else locks.write(path, self.document)
 
 
 def lock_path(config_path, given=None):
@@ -27,9 +78,11 @@ def lock_path(config_path, given=None):
 def check_locked(ctx, path):
     """DriftError, before anything is built or published, when the plan differs from the lock at
     ``path``: one line per build, naming the package and the inputs that changed."""
+    current = CurrentLock(ctx, path)
+    if current.written_at(path):
+        return current   # the same text: the ids were checked when it was written from a plan
     locked = locks.read(path)
-    current = lock_of(ctx, path)
-    changes = locks.compare(locked, current)
+    changes = locks.compare(locked, current.document)
     if changes:
         lines = [c.summary() for c in changes]
         raise DriftError(f"{ctx.config.path}: the plan differs from the lock {path} in {len(changes)} "
@@ -44,8 +97,11 @@ def drift_from_existing(ctx, path, current=None):
     warning of a sync without --locked."""
     if not os.path.exists(path):
         return []
+    current = current or CurrentLock(ctx, path)
+    if current.written_at(path):
+        return []
     try:
-        return locks.compare(locks.read(path), current or lock_of(ctx, path))
+        return locks.compare(locks.read(path), current.document)
     except ConfigError:
         return []
 
@@ -53,9 +109,9 @@ def drift_from_existing(ctx, path, current=None):
 def after_success(ctx, path, current=None, rewrite=True):
     """After a successful sync: record its lock in the store's history and rewrite an existing lock
     file that says something else. Returns (history meta, whether the lock file was written)."""
-    current = current or lock_of(ctx, path)
-    meta = history.record(ctx.store, ctx.config.path, current, locks.digest(current))
-    written = bool(rewrite and os.path.exists(path) and locks.write(path, current))
+    current = current or CurrentLock(ctx, path)
+    meta = history.record(ctx.store, ctx.config.path, lambda: current.document, current.digest)
+    written = bool(rewrite and os.path.exists(path) and current.write(path))
     return meta, written
 
 

@@ -20,13 +20,14 @@ from sitedist.core.sources import Fetcher
 from sitedist.core.store import Store
 from sitedist.errors import ConfigError, SitedistError, StoreError
 from sitedist.host.target import resolve_targets, target_flags
-from sitedist.host.toolchains import (Host, probe_cached, resolve_host, resolve_toolchains, resolve_tools,
-                                     search_dirs)
+from sitedist.host.toolchains import (Host, probe_cached, probe_key, resolve_host, resolve_toolchains,
+                                     resolve_tools, search_dirs)
 from sitedist.ops.publish import check_modules, publish_all
 from sitedist.ops.slurm import build_through_slurm, check_slurm
 from sitedist.profiles import check_profiles
 from sitedist.spec.config import load_config
 from sitedist.spec.doc_cache import DocCache
+from sitedist.spec.plan_cache import PlanCache, dir_stamps, plan_key
 from sitedist.spec.resolve import Resolver, why
 
 
@@ -41,6 +42,8 @@ class Context:
     prefixes: dict = field(default_factory=dict)  # node key -> prefix (own store or upstream)
     cache_mode: str = "use"   # binary caches: 'use' (before building), 'off' (--no-cache), 'only' (--cache-only)
     installer: object = None  # sitedist.cache.install.Installer of the config's caches, when it has some
+    plan_cache: object = None  # spec.plan_cache.PlanCache holding this plan, and the plan's key in it
+    plan_key: str = ""
 
     def to_build(self):
         return [n for n in self.plan.nodes if self.states[n.key] not in ("complete", "upstream")]
@@ -73,8 +76,9 @@ def load(config_path, refresh_probe=False, probe_report=None, adjust=None):
     """Stages 1-3: load and validate the config, probe the host (or take ``probe_report``), resolve and
     hash the plan. ``adjust(config)`` may return a changed config first (a past commit's config with
     today's store and publish roots: sitedist.ops.locking)."""
-    docs = DocCache.for_config(config_path, cache_dir())
-    config = load_config(config_path, docs)
+    config_docs = DocCache.for_config(config_path, cache_dir(), part="-config")
+    config = load_config(config_path, config_docs)
+    config_docs.save()
     if adjust is not None:
         config = adjust(config)
     store = Store(config.store_root, config.upstreams, group=config.store_group, build_dir=config.build_dir)
@@ -82,12 +86,40 @@ def load(config_path, refresh_probe=False, probe_report=None, adjust=None):
         if not os.path.isdir(upstream.root):
             raise StoreError(f"upstream store not found: {upstream.root} (named in {config.where('upstreams')})")
     host = probe_host_for(config, refresh_probe, probe_report)
-    plan = Resolver(config, host, resolve_targets(config), docs).plan()
-    docs.save()
-    ctx = Context(config=config, store=store, host=host, plan=plan)
+    targets = resolve_targets(config)
+    cache = PlanCache.for_config(config.path, cache_dir()) if adjust is None else PlanCache()
+    key = plan_key(config, host, targets, probe_key(config.host.get("paths", [])))
+    plan, host = resolve_plan(config, host, targets, cache, key)
+    ctx = Context(config=config, store=store, host=host, plan=plan, plan_cache=cache, plan_key=key)
     refresh_states(ctx)
     if config.profiles:
         check_profiles(ctx)
+    return ctx
+
+
+def resolve_plan(config, host, targets, cache, key):
+    """The plan of ``config`` on ``host``: from the plan ``cache`` when its entry for ``key``
+    (spec.plan_cache.plan_key) is valid, else resolved (and cached). Returns (plan, host): a cached
+    plan comes with the host it was resolved on (equal to ``host``, plus the build tools resolving
+    looked up)."""
+    hit = cache.load(key)
+    if hit is not None:
+        return hit
+    dirs = dir_stamps(config.recipe_dirs)
+    docs = DocCache.for_config(config.path, cache_dir())
+    resolver = Resolver(config, host, targets, docs)
+    plan = resolver.plan()
+    docs.save()
+    files, trees = resolver.inputs(docs)
+    cache.save(key, plan, host, files=files, dirs=dirs, trees=trees)
+    return plan, host
+
+
+def with_documents(ctx):
+    """The context, its recipes' parsed documents restored if its plan came from the plan cache
+    (what needs them: errors naming a recipe's line, a lock's per-key digests)."""
+    if ctx.plan_cache is not None:
+        ctx.plan_cache.restore_documents(ctx.plan)
     return ctx
 
 
@@ -186,6 +218,7 @@ def cache_for(ctx, node):
 
 def make_builder(ctx, on_wait=None, record_extra=None):
     """The Builder of this context's plan (a sync's, or a Slurm job's building one artifact of it)."""
+    with_documents(ctx)   # a build's errors name the recipe's line
     store = ctx.store
     fetcher = Fetcher(store.src_dir, ctx.config.mirrors, lock_dir=store.lock_dir,
                       upstream_caches=[u.src_dir for u in store.upstreams])

@@ -1,7 +1,7 @@
 """A cache of parsed and validated YAML documents, so that a sync over a thousand unchanged recipes
 neither parses nor validates them again.
 
-An entry is reused while its file's (mtime_ns, size, inode) are unchanged. The cache is a pickle in
+An entry is reused while its file's (mtime_ns, size, inode, ctime_ns) are unchanged. The cache is a pickle in
 the user's cache directory, one per config and sitedist version. Loading a pickle runs code, so it is
 read and written only where no other user could have written (core.trust: the file and every directory
 above it owned by this user or root, and not writable by others; as root, owned by root).
@@ -21,32 +21,45 @@ log = logging.getLogger(__name__)
 
 def _stamp(path):
     st = os.stat(path)
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)   # ctime: an edit that restores mtime
 
 
 class DocCache:
     def __init__(self, path=None):
         self.path = path
-        self.entries = {}
-        self.dirty = False
+        self._entries = None   # read from ``path`` when first needed: a sync whose plan is cached never needs
+        self.dirty = False     # the recipes' documents
         self.warned = set()   # directories already named in a warning (once per run)
         self.passed = set()   # directories found safe (core.trust.untrusted_reason's memo for this run)
-        if path and os.path.exists(path):
-            try:
-                with open_private(path, "rb") as f:
-                    self.entries = pickle.load(f)
-            except (OSError, pickle.PickleError, EOFError, AttributeError, ImportError, ValueError):
-                self.entries = {}
+
+    @property
+    def entries(self):
+        if self._entries is None:
+            self._entries = {}
+            if self.path and os.path.exists(self.path):
+                try:
+                    with open_private(self.path, "rb") as f:
+                        self._entries = pickle.load(f)
+                except (OSError, pickle.PickleError, EOFError, AttributeError, ImportError, ValueError):
+                    self._entries = {}
+        return self._entries
 
     @classmethod
-    def for_config(cls, config_path, cache_dir):
+    def for_config(cls, config_path, cache_dir, part=""):
+        """The cache of one config's documents; ``part`` names a separate file (the config's own files
+        apart from its recipes, so that reading the config does not read a thousand recipes' documents)."""
         from sitedist import __version__
 
         cache_dir = private_dir(cache_dir, "documents cache") if cache_dir else None
         if cache_dir is None:
             return cls()
         key = hashlib.sha256(f"{__version__}\0{os.path.abspath(config_path)}".encode()).hexdigest()[:20]
-        return cls(os.path.join(cache_dir, f"docs-{key}.pickle"))
+        return cls(os.path.join(cache_dir, f"docs-{key}{part}.pickle"))
+
+    def seen(self, path):
+        """The (mtime_ns, size, inode, ctime_ns) of ``path`` when the document this cache gave for it was parsed."""
+        hit = self.entries.get(os.path.abspath(path))
+        return hit[0] if hit else None
 
     def load(self, path, schema, what):
         """The document at ``path``, validated against ``schema``; errors name file and line."""

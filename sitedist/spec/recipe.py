@@ -52,7 +52,7 @@ class Recipe:
         return newest(self.versions)
 
     def where(self, *path):
-        return str(mark_at(self.raw, path))
+        return str(mark_at(self.raw, path) or self.path)
 
     def all_depends(self):
         seen = []
@@ -178,6 +178,10 @@ class RecipeIndex:
             if os.path.isdir(d):
                 names.update(f[:-4] for f in os.listdir(d) if f.endswith(".yml"))
         return sorted(names)
+
+    def loaded(self):
+        """The recipes loaded so far."""
+        return list(self._cache.values())
 
     def load(self, name, where):
         if name in self._cache:

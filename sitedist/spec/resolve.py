@@ -86,6 +86,14 @@ class Resolver:
         self.host_nodes = {}
         self._patch_sums = {}
         self._source_ids = {}
+        self._trees = {}                   # local source directory -> its tree hash (for the plan cache)
+
+    def inputs(self, docs=None):
+        """What the plan was resolved from, for the plan cache (spec.plan_cache): {file: what was seen
+        of it (the recipe's stamp in ``docs``, a patch's sha256)}, {source directory: its tree hash}."""
+        files = {r.path: (docs.seen(r.path) if docs is not None else None) for r in self.index.loaded()}
+        files.update(self._patch_sums)
+        return files, dict(self._trees)
 
     def _toolchain(self, name, where):
         tc = self.host.toolchains.get(name)
@@ -165,6 +173,8 @@ class Resolver:
         if key not in self._source_ids:
             try:
                 self._source_ids[key] = source_identity(recipe.versions[version])
+                if "tree_sha256" in self._source_ids[key]:
+                    self._trees[recipe.versions[version]["path"]] = self._source_ids[key]["tree_sha256"]
             except SitedistError as exc:
                 raise ConfigError(str(exc), where=recipe.where("versions", version)) from None
         return self._source_ids[key]
