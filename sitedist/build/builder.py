@@ -6,7 +6,9 @@ the toolchain's driver links, the dependencies' ``bin`` and the system directori
 and ``CPPFLAGS``/``LDFLAGS``/``PKG_CONFIG_PATH``/``CMAKE_PREFIX_PATH`` pointing at the dependencies with
 an RPATH to each. Nothing leaks in from the caller: no ``LD_LIBRARY_PATH``, ``CFLAGS`` or user PATH.
 After install, every ELF file's RUNPATH is completed with patchelf for the libraries it needs from the
-store, so that build systems which ignore LDFLAGS still find their dependencies by RUNPATH.
+store, so that build systems which ignore LDFLAGS still find their dependencies by RUNPATH; then the
+link checks (linkcheck.py) refuse an artifact that loads a host copy of a library the plan builds, the
+library of another MPI, or a library found nowhere.
 """
 
 import collections
@@ -22,6 +24,7 @@ import time
 import psutil
 
 from sitedist import __version__
+from sitedist.build.linkcheck import check_links
 from sitedist.core.locks import StoreLock
 from sitedist.core.sources import source_root, unpack
 from sitedist.core.store import remove_tree
@@ -184,8 +187,9 @@ class Builder:
     """Builds plan nodes into a store. One Builder serves one sync; ``build`` runs in scheduler threads."""
 
     def __init__(self, store, fetcher, prefixes, keep_failed=True, on_wait=None, target_flags=None,
-                 record_extra=None):
+                 record_extra=None, link_policy=None):
         self.store = store
+        self.link_policy = link_policy  # linkcheck.LinkPolicy: what this plan's builds may link; None: unchecked
         self.record_extra = dict(record_extra or {})  # more facts for spec.json (a Slurm job's id and node)
         self.fetcher = fetcher
         self.prefixes = prefixes       # node key -> prefix, for every node of the plan (filled by sync)
@@ -269,6 +273,8 @@ class Builder:
                     log.flush()
                     self._run(["bash", "--noprofile", "--norc", script], src, env, log, ctx)
                     fix_rpaths(prefix, dep_libs, build_dir, log)
+                    if self.link_policy is not None:
+                        check_links(prefix, node, self.link_policy, log)
                 except (SitedistError, OSError) as exc:
                     _note(log, f"\nsitedist: {_os_error(exc) if isinstance(exc, OSError) else exc}\n")
                     raise

@@ -276,13 +276,16 @@ def _find_compilers(runner, dirs, families, declared=False):
 
 # ---------------------------------------------------------------------------------------------- MPI
 
-def elf_soname(path):
-    """DT_SONAME of an ELF shared library; None for anything else (linker scripts, static archives)."""
+def elf_dynamic(path):
+    """The dynamic section of an ELF file: {"soname": str|None, "needed": [sonames], "runpath": [dirs],
+    "rpath": [dirs], "machine": e_machine}; None for anything else (linker scripts, static archives,
+    object files and static executables, which have no dynamic section)."""
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             if data[:4] != b"\x7fELF":
                 return None
             wide, order = data[4] == 2, "<" if data[5] == 1 else ">"
+            (machine,) = struct.unpack_from(order + "H", data, 0x12)
             if wide:
                 (phoff,), (phentsize, phnum) = struct.unpack_from(order + "Q", data, 0x20), \
                     struct.unpack_from(order + "HH", data, 0x36)
@@ -303,14 +306,34 @@ def elf_soname(path):
             if dynamic is None:
                 return None
             entry = order + ("qQ" if wide else "iI")
-            tags = dict(struct.iter_unpack(entry, data[dynamic[0]:dynamic[0] + dynamic[1]]))
-            if 14 not in tags or 5 not in tags:   # DT_SONAME, DT_STRTAB
+            tags = list(struct.iter_unpack(entry, data[dynamic[0]:dynamic[0] + dynamic[1]]))
+            strtab = next((value for tag, value in tags if tag == 5), None)   # DT_STRTAB
+            if strtab is None:
                 return None
-            start = tags[14] + next(off + tags[5] - vaddr for vaddr, off, size in loads
-                                    if vaddr <= tags[5] < vaddr + size)
-            return data[start:data.find(b"\0", start)].decode()
+            base = next(off + strtab - vaddr for vaddr, off, size in loads if vaddr <= strtab < vaddr + size)
+
+            def string(offset):
+                return data[base + offset:data.find(b"\0", base + offset)].decode("utf-8", "replace")
+
+            found = {"soname": None, "needed": [], "runpath": [], "rpath": [], "machine": machine}
+            for tag, value in tags:
+                if tag == 0:      # DT_NULL ends the section
+                    break
+                if tag == 1:      # DT_NEEDED
+                    found["needed"].append(string(value))
+                elif tag == 14:   # DT_SONAME
+                    found["soname"] = string(value)
+                elif tag in (15, 29):   # DT_RPATH, DT_RUNPATH
+                    found["rpath" if tag == 15 else "runpath"] += [d for d in string(value).split(":") if d]
+            return found
     except (OSError, ValueError, struct.error, StopIteration):
         return None
+
+
+def elf_soname(path):
+    """DT_SONAME of an ELF shared library; None for anything else (linker scripts, static archives)."""
+    found = elf_dynamic(path)
+    return found["soname"] if found else None
 
 
 def _library_dirs(runner, compiler):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from sitedist.build.builder import Builder
+from sitedist.build.linkcheck import LinkPolicy
 from sitedist.build.report import load_report
 from sitedist.build.report import write_report as write_build_report
 from sitedist.build.scheduler import Job, run_jobs
@@ -228,7 +229,24 @@ def make_builder(ctx, on_wait=None, record_extra=None):
             flags.setdefault((node.target, node.toolchain.name),
                              tuple(target_flags(node.target, node.toolchain.compiler.probed)))
     return Builder(store, fetcher, ctx.prefixes, keep_failed=ctx.config.keep_failed, on_wait=on_wait,
-                   target_flags=flags, record_extra=record_extra)
+                   target_flags=flags, record_extra=record_extra, link_policy=link_policy(ctx))
+
+
+def link_policy(ctx):
+    """What the builds of this plan may link (build/linkcheck.py): the stores, the plan's packages, the
+    host packages' prefixes and library directories, and each probed MPI's library sonames."""
+    host_dirs, mpi_libraries = [], {}
+    for pkg in (ctx.host.packages.values() if ctx.host is not None else ()):
+        probed = pkg.probed
+        host_dirs += [getattr(probed, "prefix", "") or ""] + [getattr(probed, "lib_dir", "") or ""]
+        host_dirs += [f[2:] for f in getattr(probed, "link_flags", ()) if f.startswith("-L")]
+        if pkg.kind == "mpi":
+            mpi_libraries[pkg.name] = tuple(getattr(probed, "libraries", ()))
+    store = ctx.store
+    return LinkPolicy([store.root] + [u.root for u in store.upstreams],
+                      plan_packages=[(n.name, ctx.prefixes[n.key]) for n in ctx.plan.nodes
+                                     if n.kind == "package" and n.key in ctx.prefixes],
+                      host_prefixes=host_dirs, mpi_libraries=mpi_libraries)
 
 
 def fetch_or_build(ctx, builder, node, job_ctx):
