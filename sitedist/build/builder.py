@@ -79,7 +79,7 @@ def build_environment(node, prefix, prefixes, jobs, build_dir, target_flags=()):
         "CPPFLAGS": " ".join(f"-I{d}" for d in inc_dirs),
         "LDFLAGS": " ".join([f"-L{d}" for d in lib_dirs] + [f"-Wl,-rpath,{d}" for d in rpath]),
         "PKG_CONFIG_PATH": ":".join(pkgconfig),
-        "CMAKE_PREFIX_PATH": ";".join(dep_prefixes),
+        "CMAKE_PREFIX_PATH": ":".join(dep_prefixes),   # the environment variable: a PATH-style list
         "SITEDIST_RPATH": ";".join(rpath),
         "SITEDIST_BUILD_DIR": build_dir,
     }
