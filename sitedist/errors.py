@@ -36,9 +36,10 @@ class ChecksumError(SourceError):
 class BuildError(SitedistError):
     """A build failed; the message names the log and shows its tail."""
 
-    def __init__(self, message, log_path=None, build_dir=None):
+    def __init__(self, message, log_path=None, build_dir=None, diagnosed=False):
         self.log_path = log_path
         self.build_dir = build_dir
+        self.diagnosed = diagnosed   # the build explained the failure itself (admin_docs/python.md)
         super().__init__(message)
 
 

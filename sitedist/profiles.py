@@ -139,7 +139,7 @@ def select_members(spec, plan, prefixes, target):
             return
         seen.add(node.key)
         members.append(Member(name=node.name, label=node.label, prefix=prefixes[node.key]))
-        for dep in node.deps.get("run", []):
+        for dep in node.deps.get("run", []) + node.deps.get("python", []):   # a Python package: its Python too
             add(dep)
 
     for entry in spec.packages:

@@ -114,7 +114,7 @@ def sources():
 # using the shared store or the real sources is slow too.
 UNIT_FILES = {"test_hashing.py", "test_marked_yaml.py", "test_modules_plan.py", "test_names.py",
               "test_versions.py", "test_escaping.py", "test_recipe_scripts.py", "test_progress.py",
-              "test_report.py", "test_scheduler.py", "test_caches.py", "test_plan_cache.py"}
+              "test_report.py", "test_scheduler.py", "test_caches.py", "test_plan_cache.py", "test_python.py"}
 SLOW_FIXTURES = {"shared_store", "sources"}
 
 

@@ -27,6 +27,7 @@ from sitedist import __version__
 from sitedist.build.linkcheck import check_links
 from sitedist.core.locks import StoreLock
 from sitedist.core.sources import source_root, unpack
+from sitedist.build.python import HOOK_VARIABLE, finish_provider, make_host_python, python_executable, site_dirs
 from sitedist.core.store import remove_tree
 from sitedist.errors import BuildError, SitedistError
 from sitedist.spec.schema import root_var
@@ -35,7 +36,7 @@ SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 TAIL_LINES = 25
 
 
-def _closure(node, kinds=("build", "link", "run")):
+def _closure(node, kinds=("build", "link", "run", "python")):
     out, stack = [], list(node.deps.get(k, []) for k in kinds)
     stack = [d for group in stack for d in group]
     while stack:
@@ -57,6 +58,8 @@ def build_environment(node, prefix, prefixes, jobs, build_dir, target_flags=()):
     tool_bins = [os.path.join(prefixes[t.key], "bin") for t in node.deps.get("tools", [])]
     guard = _guard_undeclared(node, prefixes, build_dir)
     bins = [os.path.join(p, "bin") for p in dep_prefixes if os.path.isdir(os.path.join(p, "bin"))]
+    python = node.deps.get("python", [])
+    python_bins = [os.path.join(prefixes[p.key], "bin") for p in python]   # its python3 before any other
     lib_dirs = [os.path.join(p, sub) for p in dep_prefixes for sub in ("lib", "lib64")
                 if os.path.isdir(os.path.join(p, sub))]
     inc_dirs = [os.path.join(p, "include") for p in dep_prefixes if os.path.isdir(os.path.join(p, "include"))]
@@ -66,7 +69,7 @@ def build_environment(node, prefix, prefixes, jobs, build_dir, target_flags=()):
     own_libs = [os.path.join(prefix, "lib"), os.path.join(prefix, "lib64")]
     rpath = own_libs + lib_dirs
     env = {
-        "PATH": ":".join(host_bins + tool_bins + bins + guard + [SYSTEM_PATH]),
+        "PATH": ":".join(host_bins + python_bins + tool_bins + bins + guard + [SYSTEM_PATH]),
         "HOME": build_dir,
         "TMPDIR": os.path.join(build_dir, "tmp"),
         "LANG": "C",
@@ -85,6 +88,7 @@ def build_environment(node, prefix, prefixes, jobs, build_dir, target_flags=()):
     }
     for d in deps:
         env[root_var(d.name)] = prefixes[d.key]
+    env.update(_python_env(node, prefixes, deps))
     for h in node.deps.get("host", []):
         env.update(h.host.build_env)
         env[root_var(h.name, h.kind)] = prefixes[h.key]   # what its module sets too
@@ -100,6 +104,29 @@ def build_environment(node, prefix, prefixes, jobs, build_dir, target_flags=()):
         flags = "-O2 " + " ".join(target_flags)
         env.update({"CFLAGS": flags, "CXXFLAGS": flags, "FFLAGS": flags, "FCFLAGS": flags})
     return env, lib_dirs
+
+
+def _python_prefixes(nodes, prefixes):
+    return [prefixes[d.key] for d in nodes if site_dirs(prefixes[d.key])]
+
+
+def _python_env(node, prefixes, deps):
+    """What a build sees of Python (admin_docs/python.md): the Python packages among its dependencies and
+    build tools in SITEDIST_PYTHONPREFIXES (their scripts and imports work through the Python's hook);
+    for a Python package also its Python (SITEDIST_PYTHON), its run dependencies alone (for the import
+    check and its scripts), and no user site-packages. Nothing for a build without Python packages."""
+    env = {}
+    tools = [t for tool in node.deps.get("tools", []) for t in [tool] + _closure(tool, ("link", "run", "python"))
+             if t.kind == "package"]
+    found = _python_prefixes(list(dict.fromkeys(deps + tools)), prefixes)
+    if found:
+        env[HOOK_VARIABLE] = ":".join(found)
+    for python in node.deps.get("python", []):
+        env["SITEDIST_PYTHON"] = python_executable(python, prefixes)
+        env["SITEDIST_RUN_PYTHONPREFIXES"] = ":".join(_python_prefixes(_closure(node, ("link", "run")), prefixes))
+        env["PYTHONNOUSERSITE"] = "1"
+        env["SOURCE_DATE_EPOCH"] = "315532800"   # 1980: the oldest time a wheel (zip) can record
+    return env
 
 
 def _guard_undeclared(node, prefixes, build_dir):
@@ -232,6 +259,10 @@ class Builder:
     def _link_host(self, node, prefix):
         started = time.time()
         self.store.prepare_prefix(prefix)
+        if node.kind == "python":
+            make_host_python(prefix, node.host.probed)
+            self.store.complete(prefix, self.spec_record(node, started, time.time()), None)
+            return
         bin_dir = os.path.join(prefix, "bin")
         os.makedirs(bin_dir)
         for link, target in sorted(node.host.links.items()):
@@ -271,7 +302,9 @@ class Builder:
                     with open(os.path.join(build_dir, "build-env.sh"), "w", encoding="utf-8") as f:
                         f.writelines(f"export {k}={_sh_quote(v)}\n" for k, v in sorted(env.items()))
                     log.flush()
-                    self._run(["bash", "--noprofile", "--norc", script], src, env, log, ctx)
+                    self._run(["bash", "--noprofile", "--norc", script], src, env, log, ctx, build_dir)
+                    if "python" in node.recipe.provides:
+                        finish_provider(prefix, log)
                     fix_rpaths(prefix, dep_libs, build_dir, log)
                     if self.link_policy is not None:
                         check_links(prefix, node, self.link_policy, log)
@@ -313,7 +346,7 @@ class Builder:
                 raise BuildError(f"patch {os.path.basename(patch)} does not apply")
         return root
 
-    def _run(self, argv, cwd, env, log, ctx):
+    def _run(self, argv, cwd, env, log, ctx, build_dir=None):
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         try:
@@ -330,10 +363,21 @@ class Builder:
             _kill(proc)
             raise
         if code != 0:
+            diagnosis = _diagnosis(build_dir)
+            if diagnosis:
+                raise BuildError(diagnosis, diagnosed=True)
             raise BuildError(f"build commands exited with status {code}")
 
     def _failure(self, node, exc, log_path, build_dir):
         tail = collections.deque(maxlen=TAIL_LINES)
+        if getattr(exc, "diagnosed", False):
+            # A failure the build explained (build: python's frontend): its message, not the log's tail.
+            where = (f"log (the whole output): {log_path}" + (f"\n  build directory kept: {build_dir}"
+                                                               if self.keep_failed else ""))
+            if not self.keep_failed:
+                remove_tree(build_dir)
+            return BuildError(f"{node.label} failed: recipe {node.recipe.path}: {exc}\n  {where}",
+                              log_path=log_path, build_dir=build_dir)
         try:
             with open(log_path, encoding="utf-8", errors="replace") as f:
                 tail.extend(f)
@@ -347,6 +391,17 @@ class Builder:
             where = f"log: {log_path}\n  build directory kept: {build_dir}"
         return BuildError(f"{node.label} failed: {exc}\n  last lines of the log:\n{text}\n  {where}",
                           log_path=log_path, build_dir=build_dir)
+
+
+def _diagnosis(build_dir):
+    """The message a failing build left in ``<build dir>/diagnosis`` (build: python's frontend), or None."""
+    if build_dir is None:
+        return None
+    try:
+        with open(os.path.join(build_dir, "diagnosis"), encoding="utf-8", errors="replace") as f:
+            return f.read(4000).strip() or None
+    except OSError:
+        return None
 
 
 def stop_strays(build_dir):

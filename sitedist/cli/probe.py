@@ -1,5 +1,5 @@
-"""``sitedist probe``: show the compilers, MPIs, build tools, CUDA toolkits, GPUs and CPU target this host
-offers as host packages."""
+"""``sitedist probe``: show the compilers, MPIs, build tools, Pythons, CUDA toolkits, GPUs and CPU target this
+host offers as host packages."""
 
 import json
 
@@ -28,6 +28,10 @@ def format_report(report):
     lines += ["", "Build tools"]
     lines += _table(("NAME", "VERSION", "PATH"), [(t.name, t.version, t.executables[0][1]) for t in report.tools]) \
         if report.tools else ["  (none found)"]
+    lines += ["", "Python (python3 on PATH, then in the searched directories; the first is the host Python)"]
+    lines += _table(("IMPLEMENTATION", "VERSION", "ABI", "PLATFORM", "INTERPRETER", "FOUND AS"),
+                    [(p.implementation, p.version, p.abi, p.platform, p.executable, p.found) for p in report.pythons]) \
+        if report.pythons else ["  (none found)"]
     lines += ["", "CUDA toolkits"]
     lines += _table(("NAME", "VERSION", "PREFIX", "NVCC", "GPU CODES"),
                     [(c.name, c.version, c.prefix, c.nvcc, ",".join(c.archs)) for c in report.cuda]) \

@@ -44,6 +44,17 @@ SUBDIRS = ("bin", "sbin", "lib", "lib64", "include", "share/man", "man", "share/
            "share/cmake")
 
 
+def python_site_dirs(prefix):
+    """The ``lib/pythonX.Y/site-packages`` directories of a prefix, relative to it (a Python package's
+    module adds the prefix to SITEDIST_PYTHONPREFIXES for them: admin_docs/python.md)."""
+    try:
+        names = sorted(os.listdir(os.path.join(prefix, "lib")))
+    except OSError:
+        return []
+    return [f"lib/{n}/site-packages" for n in names
+            if re.fullmatch(r"python\d+\.\d+", n) and os.path.isdir(os.path.join(prefix, "lib", n, "site-packages"))]
+
+
 def make_writable(path):
     """Give the owner write access to a tree again (finished artifacts are read-only)."""
     for dirpath, dirnames, filenames in os.walk(path):
@@ -255,7 +266,7 @@ class Store:
         # power cut a manifest (and the marker after it) never names a file whose entry was lost.
         flush_tree(prefix, files=False)
         self.write_json_atomic(os.path.join(meta, "manifest.json"), manifest)
-        subdirs = [d for d in SUBDIRS if os.path.isdir(os.path.join(prefix, d))]
+        subdirs = [d for d in SUBDIRS if os.path.isdir(os.path.join(prefix, d))] + python_site_dirs(prefix)
         size = sum(e.get("size", 0) for e in manifest["files"].values())
         gid = self._gid()
         seal(prefix, gid)

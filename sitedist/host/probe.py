@@ -102,15 +102,17 @@ class ProbeReport:
     tools: list = field(default_factory=list)   # host.tools.Tool: build tools (cmake, ninja, make, ...)
     cuda: list = field(default_factory=list)    # host.tools.CudaToolkit
     gpus: list = field(default_factory=list)    # host.tools.Gpu (for the record: never hashed)
+    pythons: list = field(default_factory=list)  # host.python.HostPython: python3 on PATH and in host.paths
 
     def to_json(self):
         return {"compilers": [_to_json(c) for c in self.compilers], "mpis": [_to_json(m) for m in self.mpis],
                 "tools": [_to_json(t) for t in self.tools], "cuda": [_to_json(c) for c in self.cuda],
-                "gpus": [asdict(g) for g in self.gpus],
+                "gpus": [asdict(g) for g in self.gpus], "pythons": [_to_json(p) for p in self.pythons],
                 "problems": list(self.problems), "target": dict(self.target)}
 
     @classmethod
     def from_json(cls, doc):
+        from sitedist.host.python import HostPython
         from sitedist.host.tools import CudaToolkit, Gpu, Tool
 
         def tuples(value):
@@ -123,6 +125,7 @@ class ProbeReport:
                    cuda=[CudaToolkit(**{**_fields(CudaToolkit, c), "executables": tuples(c["executables"]),
                                         "archs": tuple(c["archs"])}) for c in doc["cuda"]],
                    gpus=[Gpu(**g) for g in doc["gpus"]],
+                   pythons=[HostPython(**_fields(HostPython, p)) for p in doc["pythons"]],
                    problems=list(doc["problems"]), target=dict(doc["target"]))
 
 
@@ -503,11 +506,11 @@ def probe_host(extra_dirs=(), path=None, timeout=10.0):
     cray = _cray_mpich(runner, compilers)
     if cray is not None:
         mpis.append(cray)
-    from sitedist.host import tools
+    from sitedist.host import python, tools
 
     return ProbeReport(compilers=compilers, mpis=mpis, problems=problems, target=host_target(),
                        tools=tools.probe_tools(runner, dirs), cuda=tools.probe_cuda(runner, dirs),
-                       gpus=tools.probe_gpus(runner))
+                       gpus=tools.probe_gpus(runner), pythons=python.probe_pythons(runner, dirs))
 
 
 def _declared_bin(kind, name, prefix, known):

@@ -67,6 +67,7 @@ class Host:
     tools: dict = field(default_factory=dict)       # tool name -> [HostPackage] found, preferred first
     search_dirs: tuple = ()                         # where tools were looked for (PATH, then host.paths)
     timeout: float = 10.0
+    pythons: list = field(default_factory=list)     # [HostPackage] of kind 'python', preferred first
 
     def find_tool(self, name):
         """The host installations of build tool ``name``, preferred first; a tool the probe does not
@@ -118,6 +119,13 @@ def _mpi_package(m):
 def tool_package(t):
     return HostPackage(name=t.name, kind="tool", version=t.version, probed=t, links=dict(t.executables),
                        build_env={}, description=f"{t.name} {t.version} of the host ({t.executables[0][1]})")
+
+
+def python_package(p):
+    """The host package of a host Python: its store prefix is a virtual environment over the interpreter
+    (build/python.py makes it), which is what Python packages are built with and what their modules load."""
+    return HostPackage(name="python", kind="python", version=p.version, probed=p, links={}, build_env={},
+                       description=f"Python {p.version} of the host ({p.implementation}, {p.executable})")
 
 
 def cuda_package(c):
@@ -207,13 +215,15 @@ def resolve_host(config, report):
     for name, decl in (host_cfg.get("packages") or {}).items():
         where = config.where("host", "packages", name)
         pin = str(decl["version"]) if "version" in decl else None
+        if _is_python(name, decl):
+            continue  # the host Python: resolve_pythons
         if _is_tool(name, decl) and "prefix" not in decl:
             continue  # a pin on a probed build tool: applied by resolve_tools
         if "prefix" in decl:
             kind = decl.get("kind")
             if kind not in ("compiler", "mpi", "tool", "cuda"):
                 raise ConfigError(f"host package {name}: a declared host package needs 'kind:' compiler, mpi, "
-                                  f"tool or cuda", where=where)
+                                  f"tool, cuda or python", where=where)
             impl = decl.get("implementation", name) if kind != "tool" else name
             try:
                 if kind == "compiler":
@@ -244,6 +254,46 @@ def resolve_host(config, report):
                 del packages[key]
             packages[name] = matching[0]
     return packages
+
+
+def _is_python(name, decl):
+    return decl.get("kind") == "python" or (decl.get("kind") is None and name == "python")
+
+
+def resolve_pythons(config, report):
+    """The host Pythons Python packages may be built with, preferred first: the first python3 on PATH, then
+    in host.paths; a declared one (``host: packages: python: {kind: python, prefix: DIR}``) is the only
+    candidate; a pin (``host: packages: python: {version: "3.11"}``) keeps those that match."""
+    from sitedist.host import probe
+    from sitedist.host.python import probe_pythons
+
+    found = list(report.pythons)
+    for name, decl in (config.host.get("packages") or {}).items():
+        if not _is_python(name, decl):
+            continue
+        where = config.where("host", "packages", name)
+        pin = str(decl["version"]) if "version" in decl else None
+        if "prefix" in decl:
+            bindir = os.path.join(decl["prefix"], "bin")
+            if not os.path.isdir(bindir):
+                raise HostError(f"{where}: declared Python {name}: {bindir} does not exist; fix the prefix or "
+                                f"install Python there")
+            runner = probe._Runner([bindir] + os.environ.get("PATH", "").split(os.pathsep),
+                                   config.host.get("timeout", 10.0))
+            try:
+                found = [probe._pick_declared("Python", name, decl["prefix"], pin, probe_pythons(runner, [bindir]),
+                                              runner.problems)]
+            except HostError as exc:
+                raise HostError(f"{where}: {exc}") from None
+        elif pin is not None:
+            matching = [p for p in found if probe.version_matches(pin, p.version)]
+            if not matching:
+                raise HostError(f"{where}: host Python: the config pins version {pin} but this machine has "
+                                f"{', '.join(f'{p.version} ({p.found})' for p in found) or 'no python3'} on PATH "
+                                f"and in host.paths. Put the right one's bin directory under 'host: paths:' or "
+                                f"declare it with {{kind: python, prefix: DIR}}.")
+            found = matching
+    return [python_package(p) for p in found]
 
 
 def _is_tool(name, decl):

@@ -24,7 +24,7 @@ from sitedist.core.versions import is_prerelease, newest, version_key
 from sitedist.errors import ModulesError
 from sitedist.modules.entry import ModuleEntry
 
-KINDS = ("package", "compiler", "mpi", "cuda")
+KINDS = ("package", "compiler", "mpi", "cuda", "python")
 RULES = ("toolchain", "options", "hash")
 ENV_OPS = ("set", "prepend", "append")
 DEFAULT_NAMING = "{{name}}/{{version}}"
@@ -40,7 +40,7 @@ class PlannedModule:
     name: str             # module name, e.g. 'zlib'
     version: str          # module version, e.g. '1.2.13' or '1.2.13-gcc-openmpi'
     opens: str = ""       # the level this module adds to MODULEPATH (compiler and MPI modules)
-    family: str = ""      # 'compiler' | 'mpi' | 'cuda' | ''
+    family: str = ""      # 'compiler' | 'mpi' | 'cuda' | 'python' | ''
     requires: tuple = ()  # module names of the hierarchy parents (compiler, MPI) that must be loaded
     depends: tuple = ()   # full names of the modules it loads
     hidden: bool = False
@@ -202,7 +202,7 @@ def _place(entries):
     for e in entries:
         if e.kind == "compiler":
             out.append((e, "Core", _compiler_level((e.name, e.version))))
-        elif e.kind == "cuda":
+        elif e.kind in ("cuda", "python"):
             # The CUDA toolkit works with any host compiler: Core, where users look for 'cuda'. Packages
             # built with it stay at their compiler (or MPI) level and load it (admin_docs/gpu.md).
             out.append((e, "Core", ""))

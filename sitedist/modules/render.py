@@ -137,7 +137,10 @@ def prefix_env(entry):
     """The (op, VAR, value) prepends that the prefix's subdirectories call for."""
     present = set(entry.subdirs)
     ops = [("prepend", var, "{prefix}/" + sub) for sub, var in SUBDIR_VARS if sub in present]
-    ops += [("prepend", "PYTHONPATH", "{prefix}/" + sub) for sub in sorted(present) if _PYTHON_SITE.match(sub)]
+    # Python packages: the prefix goes into SITEDIST_PYTHONPREFIXES, which only the Python they were built
+    # with reads (its site-packages hook), never PYTHONPATH, which every Python reads (admin_docs/python.md).
+    if entry.kind == "package" and any(_PYTHON_SITE.match(sub) for sub in present):
+        ops.append(("prepend", "SITEDIST_PYTHONPREFIXES", "{prefix}"))
     if entry.kind == "package" and present & _CMAKE_HINTS:
         ops.append(("prepend", "CMAKE_PREFIX_PATH", "{prefix}"))
     return tuple(ops)

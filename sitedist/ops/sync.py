@@ -21,7 +21,7 @@ from sitedist.core.sources import Fetcher
 from sitedist.core.store import Store
 from sitedist.errors import ConfigError, SitedistError, StoreError
 from sitedist.host.target import resolve_targets, target_flags
-from sitedist.host.toolchains import (Host, probe_cached, probe_key, resolve_host, resolve_toolchains,
+from sitedist.host.toolchains import (Host, probe_cached, probe_key, resolve_host, resolve_pythons, resolve_toolchains,
                                      resolve_tools, search_dirs)
 from sitedist.ops.publish import check_modules, publish_all
 from sitedist.ops.slurm import build_through_slurm, check_slurm
@@ -70,7 +70,7 @@ def probe_host_for(config, refresh=False, report=None):
     toolchains = resolve_toolchains(config, packages)
     return Host(packages=packages, toolchains=toolchains, problems=list(report.problems), tools=tools,
                 search_dirs=tuple(search_dirs(config.host.get("paths", []))),
-                timeout=config.host.get("timeout", 10.0))
+                timeout=config.host.get("timeout", 10.0), pythons=resolve_pythons(config, report))
 
 
 def load(config_path, refresh_probe=False, probe_report=None, adjust=None):

@@ -107,6 +107,7 @@ class SiteConfig:
     store_requested: str = ""  # 'store: root' as written; store_root is padded from it (padded_length)
     tools: dict = field(default_factory=dict)      # build tool -> 'host' | {'recipe': NAME, 'version': V}
     cuda_arch: list = field(default_factory=list)  # GPU architectures of CUDA builds: ['80', '90']
+    python: str = "host"   # the Python of Python packages: 'host' or a package providing one (python.md)
 
     def where(self, *path):
         """file:line of a setting, for error messages."""
@@ -335,6 +336,7 @@ def load_config(path, cache=None):
                    else {"recipe": v["recipe"], **({"version": str(v["version"])} if "version" in v else {})})
                for k, v in (raw.get("tools") or {}).items()},
         cuda_arch=[str(a) for a in raw.get("cuda_arch") or []],
+        python=raw.get("python", "host"),
     )
 
 

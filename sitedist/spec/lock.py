@@ -79,8 +79,9 @@ def module_fields(node):
         "toolchain": "" if tc.default else tc.name,
         "options": sorted([k, str(v)] for k, v in node.options.items() if defaults.get(k) != v),
         # A CUDA build's module loads the CUDA toolkit it was built with (nvcc, the runtime it links).
+        # A Python package's module loads its Python (python3 on PATH is the one it was built for).
         "run_depends": [[d.name, d.version, d.aid] for d in node.deps.get("run", [])
-                        + [h for h in node.deps.get("host", []) if h.kind == "cuda"]],
+                        + [h for h in node.deps.get("host", []) if h.kind == "cuda"] + node.deps.get("python", [])],
         "link_depends": [[d.name, d.version, d.aid] for d in node.deps.get("link", [])],
         "keywords": list(recipe.keywords),
         "env": [[op, var, value] for op in ("set", "prepend", "append")
@@ -493,5 +494,10 @@ def locked_plan(lock):
         node = nodes[(e["name"], e["id"])]
         for kind, deps in (e["doc"].get("depends") or {}).items():
             node.deps[kind] = [nodes[(d, aid)] for d, aid in sorted(deps.items())]
+        python = e["doc"].get("python")
+        if python:   # a Python package's Python: a recipe's by id, the host's by identity
+            node.deps["python"] = [n for (name, aid), n in nodes.items()
+                                   if (name, aid) == (python.get("name"), python.get("id"))
+                                   or (n.kind == "python" and lock["artifacts"][n.key]["doc"].get("identity") == python)]
     targets = list(lock.get("host", {}).get("targets") or sorted({n.target for n in nodes.values() if n.target}))
     return LockedPlan(nodes=list(nodes.values()), targets=targets)

@@ -7,8 +7,10 @@ builder runs; that text is what the hash covers ("hash what actually runs").
 """
 
 import functools
+import importlib.resources
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 
 from sitedist.core.versions import newest
@@ -37,6 +39,9 @@ class Recipe:
     parallel: bool = True
     raw: dict = None
     tools: list = field(default_factory=list)  # [(name, version constraint or None)] named by the recipe
+    imports: tuple = ()        # build: python: the modules imported after install (admin_docs/python.md)
+    ignore_build_requires: tuple = ()   # build: python: build-system requirements the build does not need
+    provides: tuple = ()       # ('python',) for a Python interpreter Python packages can be built with
 
     def required_tools(self):
         """{tool: [(constraint, where)]}: the tools the build style implies, then those the recipe names."""
@@ -88,11 +93,11 @@ class Recipe:
 
 
 ARG_KEYS = ("configure_args", "cmake_args", "meson_args", "make_args", "install_args", "commands", "pre_build",
-            "post_install")
+            "post_install", "config_settings")
 # The tools each build style runs (besides the compilers and the base system): they are inputs of the
 # build like the compiler, found on the host or built from recipes (admin_docs/build-tools.md).
 STYLE_TOOLS = {"autotools": ("make",), "make": ("make",), "cmake": ("cmake", "make"),
-               "meson": ("meson", "ninja"), "commands": ()}
+               "meson": ("meson", "ninja"), "commands": (), "python": ()}
 
 
 def load_recipe(path, expected_name=None, cache=None):
@@ -122,6 +127,10 @@ def load_recipe(path, expected_name=None, cache=None):
     if build == "commands" and not doc.get("commands"):
         raise ConfigError("build: commands needs a 'commands' list of bash lines",
                           where=str(doc.mark_of("build")))
+    for key in ("import", "config_settings", "ignore_build_requires"):
+        if key in doc and build != "python":
+            raise ConfigError(f"'{key}' is a setting of the python build style, and this recipe has build: {build}",
+                              where=str(doc.mark_of(key)), hint="remove it, or use 'build: python'")
     recipe = Recipe(
         name=name,
         path=os.path.abspath(path),
@@ -139,12 +148,22 @@ def load_recipe(path, expected_name=None, cache=None):
         raw=doc,
         tools=[(t, None) if isinstance(t, str) else (t["name"], t.get("version"))
                for t in doc.get("tools") or []],
+        imports=tuple(doc["import"]) if "import" in doc else default_imports(name),
+        ignore_build_requires=tuple(doc.get("ignore_build_requires") or ()),
+        provides=tuple(doc.get("provides") or ()),
     )
     for key, spec in recipe.options.items():
         if spec.get("values") is not None and spec["default"] not in spec["values"]:
             raise ConfigError(f"option {key}: default {spec['default']!r} is not one of its values",
                               where=recipe.where("options", key))
     return recipe
+
+
+def default_imports(name):
+    """The module a Python package is checked to import when its recipe names none: Spack's naming,
+    py-flit-core -> flit_core."""
+    module = re.sub(r"\Apy-", "", name).replace("-", "_").replace(".", "_")
+    return (module,) if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module) else ()
 
 
 def _check_module_text(doc):
@@ -288,16 +307,7 @@ def _checked(recipe, key, index, text):
 
 def _words(recipe, key, values):
     """An argument list as bash words: recipe text may use $VARS; template values stay literal."""
-    out = []
-    for i, arg in enumerate(recipe.args.get(key, [])):
-        arg = _checked(recipe, key, i, arg)
-        if "{{" in arg or "{%" in arg:
-            arg = _render(recipe, key, i, _escape_template_text(arg), values, skip_empty=True)
-        else:
-            arg = _dq_literal(arg)
-        if arg:
-            out.append(f'"{arg}"')
-    return " ".join(out)
+    return " ".join(_word_list(recipe, key, values))
 
 
 def _lines(recipe, key, values):
@@ -339,8 +349,45 @@ def render_script(recipe, version, options):
     elif recipe.build == "make":
         generated = [f'make {jobs} PREFIX="$PREFIX" {w("make_args")}'.rstrip(),
                      f'make install PREFIX="$PREFIX" {w("install_args")}'.rstrip()]
+    elif recipe.build == "python":
+        frontend = '"$SITEDIST_PYTHON" "$SITEDIST_BUILD_DIR/sitedist_pep517.py"'
+        generated = [" ".join([f'{frontend} build --prefix "$PREFIX"']
+                              + [f"--ignore {shlex.quote(r)}" for r in recipe.ignore_build_requires]
+                              + [f"-C {word}" for word in _word_list(recipe, "config_settings", values)])]
     else:
         body += _lines(recipe, "commands", values)
     body += [shell.place_references(line, values.values, where=recipe.path) for line in generated]
     body += _lines(recipe, "post_install", values)
+    if recipe.build == "python":
+        # sitedist's PEP 517 frontend, written into the build directory: its text is part of the hashed
+        # script, so a change to it gives Python packages new ids (and nothing else).
+        body = [f"cat > \"$SITEDIST_BUILD_DIR/sitedist_pep517.py\" <<'{FRONTEND_EOF}'\n{python_frontend()}"
+                f"{FRONTEND_EOF}"] + body
+        body.append(" ".join([f'{frontend} check-import --prefix "$PREFIX"']
+                             + [shlex.quote(m) for m in recipe.imports]))
     return "\n".join(shell.assignments(values.values) + body) + "\n"
+
+
+FRONTEND_EOF = "SITEDIST_PEP517_FRONTEND"
+
+
+@functools.lru_cache(maxsize=1)
+def python_frontend():
+    """The text of sitedist's PEP 517 frontend (spec/python_frontend.py), ending with a newline."""
+    text = importlib.resources.files("sitedist.spec").joinpath("python_frontend.py").read_text("utf-8")
+    assert FRONTEND_EOF not in text
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _word_list(recipe, key, values):
+    """Each argument of ``key`` as one double-quoted bash word; an empty value gives none."""
+    out = []
+    for i, arg in enumerate(recipe.args.get(key, [])):
+        arg = _checked(recipe, key, i, arg)
+        if "{{" in arg or "{%" in arg:
+            arg = _render(recipe, key, i, _escape_template_text(arg), values, skip_empty=True)
+        else:
+            arg = _dq_literal(arg)
+        if arg:
+            out.append(f'"{arg}"')
+    return out

@@ -53,7 +53,7 @@ class Node:
 
     def all_deps(self):
         seen = []
-        for kind in ("build", "link", "run"):
+        for kind in ("build", "link", "run", "python"):
             for d in self.deps.get(kind, []):
                 if d not in seen:
                     seen.append(d)
@@ -211,6 +211,7 @@ class Resolver:
                 deps.setdefault(kind, []).append(dep_node)
         host_deps = [self._host(p) for p in tc.host_packages()]
         tool_nodes, tools_doc = self._tools(recipe, name, target, stack)
+        python = self._python(recipe, name, tc, target, stack) if recipe.build == "python" else None
         script = render_script(recipe, version, options)
         for file, _ in recipe.patches:
             if file not in self._patch_sums:
@@ -231,11 +232,35 @@ class Resolver:
         }
         if tc.cuda is not None:
             doc["cuda_arch"] = self._cuda_arch(tc)
+        if python is not None:
+            doc["python"] = python_identity(python)
         node = Node(name=name, version=version, aid=artifact_id(doc), kind="package", doc=doc, recipe=recipe,
                     source=recipe.versions[version], options=options, toolchain=tc, target=target,
-                    deps={**deps, "host": host_deps, "tools": tool_nodes}, explicit=explicit, where=where)
+                    deps={**deps, "host": host_deps, "tools": tool_nodes, "python": [python] if python else []},
+                    explicit=explicit, where=where)
         self.memo[memo_key] = node
         self.order.append(node)
+        return node
+
+    def _python(self, recipe, name, tc, target, stack):
+        """The Python a Python package is built with and for: the host's (its identity enters the hash) or,
+        with ``python: NAME`` in the config, the package NAME, whose recipe provides one (its id enters)."""
+        choice = self.config.python
+        if choice == "host":
+            if not self.host.pythons:
+                raise ConfigError(
+                    f"package {name}: recipe {recipe.path} builds a Python package (build: python), but no python3 "
+                    f"was found on this machine; sitedist looked in {', '.join(self.host.search_dirs) or '(none)'} "
+                    f"(PATH, then 'host: paths:')", where=recipe.where("build"),
+                    hint="install python3, add its directory to 'host: paths:', declare one under 'host: packages: "
+                         "python: {kind: python, prefix: DIR}', or build one from a recipe with 'python: cpython'")
+            return self._host(self.host.pythons[0])
+        where = self.config.where("python")
+        node = self.resolve(choice, self._dep_toolchain(choice, tc), target, stack, where=where)
+        if "python" not in node.recipe.provides:
+            raise ConfigError(f"python: {choice}: the recipe {node.recipe.path} does not provide a Python (it has no "
+                              f"'provides: [python]')", where=where,
+                              hint="name a package whose recipe provides Python (e.g. cpython), or 'host'")
         return node
 
     def _cuda_arch(self, tc):
@@ -272,6 +297,14 @@ class Resolver:
                 nodes.append(node)
         check_root_vars((n.name, n.kind, n.recipe.where("name") if n.recipe else n.where) for n in nodes)
         return Plan(nodes=nodes, roots=roots, targets=list(self.targets.values()))
+
+
+def python_identity(node):
+    """What a Python package's hash records of its Python: a host Python's identity (implementation,
+    version, ABI tag, platform; never its path), or a Python built from a recipe's name, version and id."""
+    if node.kind == "python":
+        return dict(node.host.identity)
+    return {"name": node.name, "version": node.version, "id": node.aid}
 
 
 def _satisfies(version, constraint, where):

@@ -23,6 +23,7 @@ _CLAUSE = r"\s*(>=|<=|==|!=|>|<)?\s*[0-9][A-Za-z0-9_+.-]*\s*"
 CONSTRAINT = rf"\A{_CLAUSE}(,{_CLAUSE})*\Z"  # a tool's version constraint: '>=3.20', '>=3.20,<4', '3.25'
 TOOL_SOURCE = r"\A(host|recipe)\Z"
 CUDA_ARCH = r"\A[0-9]{2,3}[a-z]?\Z"  # 80, 90, 90a, 100
+PY_MODULE = r"\A[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z"  # a dotted Python module name
 
 
 
@@ -84,7 +85,7 @@ _host_package = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "kind": {"enum": ["compiler", "mpi", "tool", "cuda"]},
+        "kind": {"enum": ["compiler", "mpi", "tool", "cuda", "python"]},
         "implementation": {"type": "string", "pattern": NAME},
         "version": {"type": ["string", "number"], "pattern": VERSION},
         "prefix": {"type": "string"},
@@ -164,6 +165,9 @@ SITE_CONFIG = {
                       "type": ["string", "object"], "pattern": TOOL_SOURCE, "additionalProperties": False,
                       "required": ["recipe"], "properties": {"recipe": {"type": "string", "pattern": NAME},
                                                              "version": {"type": ["string", "number"]}}}},
+        # The Python of Python packages (admin_docs/python.md): 'host', or a package whose recipe
+        # says 'provides: [python]' (e.g. cpython).
+        "python": {"type": "string", "pattern": NAME},
         "cuda_arch": {"type": "array", "minItems": 1,
                       "items": {"type": ["integer", "string"], "minimum": 10, "pattern": CUDA_ARCH}},
         "toolchains": {
@@ -285,7 +289,16 @@ RECIPE = {
             "properties": {k: {"type": "array", "items": {"type": "string", "pattern": NAME}}
                            for k in ("build", "link", "run")},
         },
-        "build": {"enum": ["autotools", "cmake", "meson", "make", "commands"]},
+        "build": {"enum": ["autotools", "cmake", "meson", "make", "commands", "python"]},
+        # build: python (admin_docs/python.md): the modules imported after install (default: the name
+        # without 'py-', '-' as '_'), the backend's config settings (KEY=VALUE, as pip's -C), and
+        # build-system requirements the recipe knows the build does not need.
+        "import": {"type": "array", "items": {"type": "string", "pattern": PY_MODULE}},
+        "config_settings": _strings,
+        "ignore_build_requires": {"type": "array", "items": {"type": "string", "pattern": NAME}},
+        # What a package provides besides itself: 'python' for a Python interpreter that Python
+        # packages can be built with ('python: NAME' in the site config).
+        "provides": {"type": "array", "items": {"enum": ["python"]}},
         # NAME or {name: NAME, version: CONSTRAINT} ('pattern' applies to strings, the rest to mappings)
         "tools": {"type": "array", "items": {
             "type": ["string", "object"], "pattern": NAME, "additionalProperties": False, "required": ["name"],
@@ -407,7 +420,8 @@ def _describe(error, document, filename):
                 KEYWORD: "a keyword is one word of at most 40 characters: no spaces, control characters, < or >",
                 CONSTRAINT: "a version constraint is e.g. '>=3.20', '>=3.20,<4' or '3.25'",
                 TOOL_SOURCE: "a tool comes from 'host', 'recipe' or {recipe: NAME, version: V}",
-                CUDA_ARCH: "a GPU architecture is its compute capability without the dot: 80, 90, 90a"
+                CUDA_ARCH: "a GPU architecture is its compute capability without the dot: 80, 90, 90a",
+                PY_MODULE: "a Python module name, dotted for a submodule: numpy, mpi4py.MPI"
                 }.get(error.validator_value)
     elif validator == "enum":
         message = f"{dotted}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
