@@ -32,16 +32,30 @@ from sitedist.errors import BuildError
 def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor, locked, from_history, no_cache,
          cache_only):
     """Build every missing artifact CONFIG selects, then publish modules and profiles atomically."""
-    from sitedist.ops import locking
+    import os
+
+    from sitedist.spec.lock import default_path
+
+    if no_cache and cache_only:
+        raise click.UsageError("--no-cache and --cache-only exclude each other")
+    lock_file = os.path.abspath(locked) if locked else default_path(config)
+    if from_history is None and not (dry_run or reprobe or as_json or progress == "json"):
+        from sitedist.ops import noop
+
+        quick = noop.unchanged(config, lock_file, locked=locked is not None)
+        if quick is not None:   # nothing changed since the last sync: nothing to build, publish or record
+            for line in quick[0]:
+                click.echo(line, err=True)
+            for line in quick[1]:
+                click.echo(line)
+            return
+    from sitedist.ops import locking, noop
     from sitedist.ops import sync as flow
 
     if from_history is not None:
         for line in locking.restore(config, from_history):
             click.echo(line)
         return
-    lock_file = locking.lock_path(config, locked or None)
-    if no_cache and cache_only:
-        raise click.UsageError("--no-cache and --cache-only exclude each other")
     cache_mode = "off" if no_cache else "only" if cache_only else "use"
 
     def on_note(text):
@@ -96,6 +110,7 @@ def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor
             click.echo(line)
     if result.ok:
         meta, rewritten = locking.after_success(ctx, lock_file, current, rewrite=locked is None)
+        noop.remember(ctx, result.published, lock_file, current, meta)
         if rewritten and not as_json:
             click.echo(f"lock: {lock_file} rewritten")
         if not as_json and meta.get("new"):

@@ -55,6 +55,10 @@ class CurrentLock:
         return self._facts()["digest"]
 
     @property
+    def text_sha256(self):
+        return self._facts()["text_sha256"]
+
+    @property
     def artifacts(self):
         return self._facts()["artifacts"]
 

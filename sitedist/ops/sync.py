@@ -19,16 +19,15 @@ from sitedist.build.scheduler import Job, run_jobs
 from sitedist.core.gcroots import InUse
 from sitedist.core.sources import Fetcher
 from sitedist.core.store import Store
-from sitedist.errors import ConfigError, SitedistError, StoreError
-from sitedist.host.target import resolve_targets, target_flags
-from sitedist.host.toolchains import (Host, probe_cached, probe_key, resolve_host, resolve_pythons, resolve_toolchains,
-                                     resolve_tools, search_dirs)
+from sitedist.errors import ConfigError, SitedistError
+from sitedist.host.target import target_flags
+from sitedist.host.toolchains import Host
+from sitedist.ops.noop import cache_dir, check_publish_targets, load_key, probe_report_for
 from sitedist.ops.publish import check_modules, publish_all
 from sitedist.ops.slurm import build_through_slurm, check_slurm
 from sitedist.profiles import check_profiles
-from sitedist.spec.config import load_config
 from sitedist.spec.doc_cache import DocCache
-from sitedist.spec.plan_cache import PlanCache, dir_stamps, plan_key
+from sitedist.spec.plan_cache import dir_stamps
 from sitedist.spec.resolve import Resolver, why
 
 
@@ -50,50 +49,16 @@ class Context:
         return [n for n in self.plan.nodes if self.states[n.key] not in ("complete", "upstream")]
 
 
-def cache_dir():
-    """Where probe results are cached: the user's cache directory (never the store, which a failed
-    or dry-run sync must not touch). Used only if no other user could write there (core.trust)."""
-    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sitedist")
-
-
-def probe_report_for(config, refresh=False):
-    return probe_cached(cache_dir(), extra_dirs=config.host.get("paths", []),
-                        timeout=config.host.get("timeout", 10.0), refresh=refresh)
-
-
-def probe_host_for(config, refresh=False, report=None):
-    """The host packages and toolchains of ``config``: from ``report`` (a ProbeReport: a Slurm job uses
-    the submitting host's, so that it resolves the same plan) or a (cached) probe of this host."""
-    report = report or probe_report_for(config, refresh)
-    packages = resolve_host(config, report)
-    tools = resolve_tools(config, report, packages)
-    toolchains = resolve_toolchains(config, packages)
-    return Host(packages=packages, toolchains=toolchains, problems=list(report.problems), tools=tools,
-                search_dirs=tuple(search_dirs(config.host.get("paths", []))),
-                timeout=config.host.get("timeout", 10.0), pythons=resolve_pythons(config, report))
-
-
 def load(config_path, refresh_probe=False, probe_report=None, adjust=None):
     """Stages 1-3: load and validate the config, probe the host (or take ``probe_report``), resolve and
-    hash the plan. ``adjust(config)`` may return a changed config first (a past commit's config with
-    today's store and publish roots: sitedist.ops.locking)."""
-    config_docs = DocCache.for_config(config_path, cache_dir(), part="-config")
-    config = load_config(config_path, config_docs)
-    config_docs.save()
-    if adjust is not None:
-        config = adjust(config)
-    store = Store(config.store_root, config.upstreams, group=config.store_group, build_dir=config.build_dir)
-    for upstream in store.upstreams:
-        if not os.path.isdir(upstream.root):
-            raise StoreError(f"upstream store not found: {upstream.root} (named in {config.where('upstreams')})")
-    host = probe_host_for(config, refresh_probe, probe_report)
-    targets = resolve_targets(config)
-    cache = PlanCache.for_config(config.path, cache_dir()) if adjust is None else PlanCache()
-    key = plan_key(config, host, targets, probe_key(config.host.get("paths", [])))
-    plan, host = resolve_plan(config, host, targets, cache, key)
-    ctx = Context(config=config, store=store, host=host, plan=plan, plan_cache=cache, plan_key=key)
+    hash the plan (or load it from the plan cache). ``adjust(config)`` may return a changed config first
+    (a past commit's config with today's store and publish roots: sitedist.ops.locking)."""
+    loaded = load_key(config_path, refresh_probe, probe_report, adjust)
+    plan, host = resolve_plan(loaded.config, loaded.host, loaded.targets, loaded.cache, loaded.key)
+    ctx = Context(config=loaded.config, store=loaded.store, host=host, plan=plan, plan_cache=loaded.cache,
+                  plan_key=loaded.key)
     refresh_states(ctx)
-    if config.profiles:
+    if loaded.config.profiles:
         check_profiles(ctx)
     return ctx
 
@@ -122,25 +87,6 @@ def with_documents(ctx):
     if ctx.plan_cache is not None:
         ctx.plan_cache.restore_documents(ctx.plan)
     return ctx
-
-
-def check_publish_targets(config):
-    """Before building: the module tree and profiles must be writable by this user (a user stack that
-    extends the site config inherits the site's modules.root unless it sets its own)."""
-    places = []
-    if config.modules:
-        places.append((config.modules["root"], ("modules", "root"),
-                       "set your own, e.g. modules: {root: ~/.sitedist/modules}"))
-    for name, spec in config.profiles.items():
-        places.append((spec.root, ("profiles", name), f"set profiles: {{{name}: {{root: ~/profiles/{name}}}}}"))
-    for path, where, hint in places:
-        probe = path
-        while not os.path.exists(probe):
-            probe = os.path.dirname(probe)
-        target = probe if probe == path or os.path.isdir(probe) else os.path.dirname(probe)
-        if not os.access(target, os.W_OK | os.X_OK):
-            raise StoreError(f"{config.where(*where)}: permission denied: cannot publish to {path} "
-                             f"(nothing was built or changed)\n  hint: {hint}")
 
 
 def refresh_states(ctx):

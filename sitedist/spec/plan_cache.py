@@ -3,8 +3,8 @@ and hashing a thousand recipes again (admin_docs/store.md, "The plan cache").
 
 An entry belongs to one config file (by absolute path) and holds one plan. It is used only when
 
-- its **key** equals the key computed now: a digest of sitedist's own code (every ``.py`` file of the
-  package) and version, the Python version, the bytes of every config file (the config and what it
+- its **key** equals the key computed now: a digest of sitedist's own code (every file of the package,
+  the shipped modulefile templates included) and version, the Python version, the bytes of every config file (the config and what it
   ``extends``), the loaded config (paths expanded, so ``$VARS`` and ``~`` count), the resolved host (the
   probe report's compilers, MPIs, CUDA toolkits and build tools, declared host packages, toolchains,
   search directories), the probe cache's key (PATH, ``host.paths``, the state of their directories and
@@ -37,14 +37,15 @@ RACY_S = 2.0   # a file changed this close to the entry's writing is checked by 
 
 
 def code_digest():
-    """Digest of sitedist's own Python code: a changed resolver, hash protocol or schema is a new key."""
+    """Digest of sitedist's own code and package data (the shipped modulefile templates): a changed
+    resolver, hash protocol, schema or template is a new key."""
     import sitedist
 
     root = os.path.dirname(os.path.abspath(sitedist.__file__))
     h = hashlib.sha256(sitedist.__version__.encode())
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        for name in sorted(f for f in filenames if f.endswith(".py")):
+        for name in sorted(f for f in filenames if not f.endswith((".pyc", ".pyo"))):
             path = os.path.join(dirpath, name)
             with open(path, "rb") as f:
                 h.update(f"{os.path.relpath(path, root)}\0".encode() + f.read() + b"\0")
