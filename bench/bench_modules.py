@@ -84,7 +84,8 @@ def main(n=10_000, directory=None):
         "directory": directory or tempfile.gettempdir(), "modules": full.modules, "files": full.rendered,
         "full_publish_s": round(t_full, 3), "full_target_s": 3.0,
         "unchanged_republish_s": round(t_same, 4), "unchanged_target_s": 0.3,
-        "one_changed_republish_s": round(t_one, 3), "one_changed_rendered": one.rendered,
+        "one_changed_republish_s": round(t_one, 3), "one_changed_target_s": 0.3,   # issue 13
+        "one_changed_rendered": one.rendered,
         "one_changed_reused": one.reused, "fs_baseline_s": round(t_fs, 3),
         "generation_overhead_s": round(t_full - t_fs, 3),
     }

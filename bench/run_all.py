@@ -1,6 +1,7 @@
 """Run every benchmark and print one table: figure, value, target, pass/fail.
 
-    python3 bench/run_all.py [BENCH ...]     # e.g. 'sync startup'; default: all
+    python3 bench/run_all.py [BENCH ...]     # e.g. 'sync startup'; default: all but 'scale'
+    python3 bench/run_all.py --scale         # all, with the 10,000-package benchmark
 
 A benchmark is not a test: a missed target is marked MISSED and the exit status stays 0. A benchmark
 that cannot run at all (an exception) is marked ERROR and makes the exit status 1. Nothing is written
@@ -35,7 +36,10 @@ ROWS = {
                       ("  sha256sum (MB/s)", "sha256sum_mb_s", None, None)],
     "bench_modules": [("modules: 10,000 modulefiles, full publish (s)", "full_publish_s", "<", "full_target_s"),
                       ("modules: unchanged re-publish (s)", "unchanged_republish_s", "<", "unchanged_target_s"),
-                      ("  one artifact changed, re-publish (s)", "one_changed_republish_s", None, None)],
+                      ("modules: one artifact changed, re-publish (s)", "one_changed_republish_s", "<",
+                       "one_changed_target_s"),
+                      ("  modules: the disk alone: mkdir and write the same files, no rendering (s)", "fs_baseline_s",
+                       None, None)],
     "bench_slurm": [("slurm: submitting sync's CPU per job (s, 100 trivial artifacts)", "cpu_per_job_s", "<",
                      "target_s"),
                     ("  slurm: makespan, 100-package DAG of sleep 1 (s)", "makespan_slurm_s", None, None),
@@ -46,7 +50,34 @@ ROWS = {
                        "tti_target_ms"),
                       ("  catalog: one more letter in the search box, to the next frame (ms)", "search_ms", None,
                        None)],
+
+    "bench_scale": [("scale: no-op sync, 10,000 packages present (s, whole process)", "noop_s_10k", "<", "noop_target_s"),
+                    ("  scale: the same at 1,000 (s)", "noop_s_1k", None, None),
+                    ("  scale: growth 1,000 -> 10,000 (x)", "noop_s_growth", None, None),
+                    ("scale: dry run, 10,000 packages missing (s, whole process)", "dry_run_s_10k", "<",
+                     "dry_run_target_s"),
+                    ("  scale: the same at 1,000 (s)", "dry_run_s_1k", None, None),
+                    ("  scale: growth 1,000 -> 10,000 (x)", "dry_run_s_growth", None, None),
+                    ("scale: peak RSS, no-op sync, 10,000 (MB)", "noop_rss_mb_10k", "<", "rss_target_mb"),
+                    ("  scale: the same at 1,000 (MB)", "noop_rss_mb_1k", None, None),
+                    ("scale: peak RSS, dry run, 10,000 (MB)", "dry_run_rss_mb_10k", "<", "rss_target_mb"),
+                    ("  scale: the same at 1,000 (MB)", "dry_run_rss_mb_1k", None, None),
+                    ("scale: Lmod module avail, 10,000 modules, spider cache (s)", "lmod_avail_cache_s", "<",
+                     "avail_target_s"),
+                    ("  scale: Lmod module avail, no cache (s)", "lmod_avail_no_cache_s", None, None),
+                    ("  scale: Lmod module spider NAME, cache / no cache (s)", "lmod_spider_cache_s", None, None),
+                    ("  scale: (no cache)", "lmod_spider_no_cache_s", None, None),
+                    ("  scale: Lmod module load NAME, cache / no cache (s)", "lmod_load_cache_s", None, None),
+                    ("  scale: (no cache)", "lmod_load_no_cache_s", None, None),
+                    ("  scale: Lmod start-up alone (s)", "lmod_init_only_cache_s", None, None),
+                    ("  scale: Environment Modules 5 module avail, Tcl tree (s)", "em5_avail_s", None, None),
+                    ("  scale: Environment Modules 5 module avail NAME (s)", "em5_avail_name_s", None, None),
+                    ("  scale: Environment Modules 5 module load NAME (s)", "em5_load_s", None, None),
+                    ("  scale: Environment Modules 5 start-up alone (s)", "em5_init_only_s", None, None)],
 }
+# Run only when named (python3 bench/run_all.py scale) or with --scale: the first run builds 10,000
+# packages (about 20 minutes on 2 CPUs); later runs take a few minutes.
+ONLY_WHEN_NAMED = {"bench_scale"}
 COMPARE = {"<": operator.lt, "<=": operator.le, ">=": operator.ge}
 
 
@@ -78,7 +109,10 @@ def run(names):
 
 
 def main(argv):
-    names = [a if a.startswith("bench_") else f"bench_{a}" for a in argv] or list(ROWS)
+    scale = "--scale" in argv
+    argv = [a for a in argv if a != "--scale"]
+    names = [a if a.startswith("bench_") else f"bench_{a}" for a in argv] or [
+        n for n in ROWS if n not in ONLY_WHEN_NAMED or scale]
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         sys.exit(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(ROWS)}")

@@ -68,10 +68,8 @@ def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor
             locking.check_locked(ctx, lock_file)
         if as_json:
             click.echo(json.dumps(plan_json(ctx), indent=1))
-        else:
-            for line in flow.describe_plan(ctx):
-                click.echo(line)
-            click.echo("dry run: nothing was written")
+        else:   # one write: ten thousand lines cost 0.3 s through click.echo one by one
+            click.echo("\n".join(flow.describe_plan(ctx) + ["dry run: nothing was written"]))
         return
 
     ctx = flow.load(config, refresh_probe=reprobe)
@@ -90,8 +88,7 @@ def sync(config, dry_run, jobs, keep_going, progress, as_json, reprobe, executor
 
     todo = ctx.to_build()
     if not as_json and progress != "json":
-        for line in flow.describe_plan(ctx) if todo else flow.describe_plan(ctx)[-1:]:
-            click.echo(line, err=True)
+        click.echo("\n".join(flow.describe_plan(ctx) if todo else flow.describe_plan(ctx)[-1:]), err=True)
     meter = Progress(total=len(todo), stream=sys.stderr, mode="quiet" if as_json else progress) if todo else None
 
     def on_wait(info):
