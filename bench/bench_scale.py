@@ -1,8 +1,9 @@
 """Scale benchmark (issue 13): 10,000 packages beside 1,000, for admins and for users.
 
 Admins: a no-op ``sitedist sync`` (all present) and a ``--dry-run`` with an empty store (all missing), at
-1,000 and 10,000 packages of bench_sync's generated stack; whole process, wall time (median of 5) and
-peak RSS (of the process, from ``wait4``), and the growth from 1,000 to 10,000. Both after one run that
+1,000 and 10,000 packages of bench_sync's generated stack; whole process, wall time (median of 5), CPU
+time (user + system, median) and peak RSS (of the process, from ``wait4``), and the growth from 1,000 to
+10,000; the load average is reported beside them. Both after one run that
 warms the user's caches (the plan cache, the documents cache, the probe), as every sync after the first.
 
 Users: a 10,000-module tree (bench_modules' synthetic entries: 2,500 packages of 4 versions, Lua and Tcl)
@@ -39,7 +40,7 @@ EM5_INIT = "/opt/em5/usr/share/modules/init/bash"
 
 
 def run_measured(argv, env=None):
-    """(wall seconds, peak RSS in MB) of one run of ``argv``; RuntimeError if it fails."""
+    """(wall seconds, peak RSS in MB, CPU seconds) of one run of ``argv``; RuntimeError if it fails."""
     began = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -49,12 +50,15 @@ def run_measured(argv, env=None):
     proc.stderr.close()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{err}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def measure(argv, runs, env=None):
+    """Median wall seconds, peak RSS (MB), median CPU seconds (user + system: what the work costs when
+    other processes share the CPUs)."""
     results = [run_measured(argv, env) for _ in range(runs)]
-    return statistics.median(r[0] for r in results), max(r[1] for r in results)
+    return (statistics.median(r[0] for r in results), max(r[1] for r in results),
+            statistics.median(r[2] for r in results))
 
 
 def admin_figures(n, runs):
@@ -65,10 +69,11 @@ def admin_figures(n, runs):
     sync, dry = sitedist_command() + ["sync", site], sitedist_command() + ["sync", "--dry-run", empty]
     run_measured(sync)   # warm: a first sync records what the no-op fast path checks
     run_measured(dry)
-    noop_s, noop_mb = measure(sync, runs)
-    dry_s, dry_mb = measure(dry, runs)
-    return {"noop_s": round(noop_s, 3), "noop_rss_mb": round(noop_mb, 1),
-            "dry_run_s": round(dry_s, 3), "dry_run_rss_mb": round(dry_mb, 1)}
+    noop_s, noop_mb, noop_cpu = measure(sync, runs)
+    dry_s, dry_mb, dry_cpu = measure(dry, runs)
+    return {"noop_s": round(noop_s, 3), "noop_rss_mb": round(noop_mb, 1), "noop_cpu_s": round(noop_cpu, 3),
+            "dry_run_s": round(dry_s, 3), "dry_run_rss_mb": round(dry_mb, 1), "dry_run_cpu_s": round(dry_cpu, 3),
+            "load_average": round(os.getloadavg()[0], 1)}
 
 
 def publish_tree(directory, n=10_000):
@@ -132,7 +137,8 @@ def main(runs=5, users=True):
     figures = {f"{k}_1k": v for k, v in small.items()}
     figures.update({f"{k}_10k": v for k, v in big.items()})
     for k in small:
-        figures[f"{k}_growth"] = round(big[k] / small[k], 2) if small[k] else None
+        if k != "load_average":
+            figures[f"{k}_growth"] = round(big[k] / small[k], 2) if small[k] else None
     figures.update({"noop_target_s": NOOP_TARGET, "dry_run_target_s": DRY_RUN_TARGET, "rss_target_mb": RSS_TARGET_MB,
                     "avail_target_s": AVAIL_TARGET})
     if users:

@@ -52,10 +52,12 @@ ROWS = {
                        None)],
 
     "bench_scale": [("scale: no-op sync, 10,000 packages present (s, whole process)", "noop_s_10k", "<", "noop_target_s"),
+                    ("  scale: the same, CPU time (s)", "noop_cpu_s_10k", None, None),
                     ("  scale: the same at 1,000 (s)", "noop_s_1k", None, None),
                     ("  scale: growth 1,000 -> 10,000 (x)", "noop_s_growth", None, None),
                     ("scale: dry run, 10,000 packages missing (s, whole process)", "dry_run_s_10k", "<",
                      "dry_run_target_s"),
+                    ("  scale: the same, CPU time (s)", "dry_run_cpu_s_10k", None, None),
                     ("  scale: the same at 1,000 (s)", "dry_run_s_1k", None, None),
                     ("  scale: growth 1,000 -> 10,000 (x)", "dry_run_s_growth", None, None),
                     ("scale: peak RSS, no-op sync, 10,000 (MB)", "noop_rss_mb_10k", "<", "rss_target_mb"),
@@ -73,7 +75,8 @@ ROWS = {
                     ("  scale: Environment Modules 5 module avail, Tcl tree (s)", "em5_avail_s", None, None),
                     ("  scale: Environment Modules 5 module avail NAME (s)", "em5_avail_name_s", None, None),
                     ("  scale: Environment Modules 5 module load NAME (s)", "em5_load_s", None, None),
-                    ("  scale: Environment Modules 5 start-up alone (s)", "em5_init_only_s", None, None)],
+                    ("  scale: Environment Modules 5 start-up alone (s)", "em5_init_only_s", None, None),
+                    ("  scale: load average during the sync figures", "load_average_10k", None, None)],
 }
 # Run only when named (python3 bench/run_all.py scale) or with --scale: the first run builds 10,000
 # packages (about 20 minutes on 2 CPUs); later runs take a few minutes.
