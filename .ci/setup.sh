@@ -5,7 +5,7 @@
 # pip-installed into it). Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(build-essential gfortran cmake patch git xz-utils bzip2 file pkg-config man-db lmod lua5.3 tcl8.6
+packages=(build-essential gfortran cmake ninja-build patch git xz-utils bzip2 file pkg-config man-db lmod lua5.3 tcl8.6
           openmpi-bin libopenmpi-dev mpich libmpich-dev chromium chromium-driver
           python3 python3-venv ca-certificates
           slurmctld slurmd slurm-client munge)

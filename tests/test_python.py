@@ -20,6 +20,7 @@ from modtools import ModuleShell, em5_init  # noqa: F401  (a fixture)
 from sitedist.errors import ConfigError
 from sitedist.host.python import HostPython
 from sitedist.host.toolchains import Host, Toolchain, _compiler_package, python_package, tool_package
+from sitedist.host.tools import Tool
 from sitedist.spec.config import load_config
 from sitedist.spec.recipe import default_imports
 from sitedist.spec.resolve import Resolver
@@ -35,11 +36,11 @@ def host_python(version="3.11.2", executable="/usr/bin/python3.11"):
                       found=executable)
 
 
-def resolve(tmp_path, packages, python=host_python(), extra="", recipes=None):
+def resolve(tmp_path, packages, python=host_python(), extra="", recipes=None, tools=TOOLS):
     config = load_config(site_config(tmp_path, packages, extra, recipes=recipes))
     gcc = _compiler_package(GCC)
     host = Host(packages={"gcc": gcc}, toolchains={"default": Toolchain("default", gcc, default=True)},
-                tools={name: [tool_package(t)] for name, t in TOOLS.items()},
+                tools={name: [tool_package(t)] for name, t in tools.items()},
                 pythons=[python_package(python)] if python else [])
     return Resolver(config, host, {"generic": "x86_64"}).plan()
 
@@ -66,6 +67,20 @@ def test_python_identity_in_the_hash_and_other_ids_unchanged(tmp_path):
                                             host_python(version="3.11.9")).nodes}
     assert newer["py-packaging"] != ids["py-packaging"] and newer["py-flit-core"] != ids["py-flit-core"]
     assert newer["zlib"] == ids["zlib"] and newer["libpng"] == ids["libpng"]
+
+
+def test_every_shipped_python_recipe_resolves(tmp_path):
+    names = sorted(f[:-4] for f in os.listdir(RECIPES) if f.startswith("py-") and f.endswith(".yml"))
+    assert {"py-setuptools", "py-flit-core", "py-packaging", "py-meson", "py-meson-python", "py-pyproject-metadata",
+            "py-cython", "py-pkgconfig", "py-poetry-core"} <= set(names)
+    ninja = Tool(name="ninja", version="1.11.1", prefix="/usr", executables=(("ninja", "/usr/bin/ninja"),))
+    plan = resolve(tmp_path, {n: None for n in names}, tools={**TOOLS, "ninja": ninja})
+    for node in plan.nodes:
+        if node.name.startswith("py-"):
+            assert node.recipe.build == "python" and node.doc["python"]["version"] == "3.11.2", node.name
+    mesonpy = next(n for n in plan.nodes if n.name == "py-meson-python")
+    assert {d.name for d in mesonpy.deps["run"]} == {"py-meson", "py-pyproject-metadata"}
+    assert mesonpy.doc["tools"] == {"ninja": {"version": "1.11.1"}}
 
 
 def test_no_python_on_the_host_is_an_error_naming_the_recipe(tmp_path):

@@ -29,6 +29,10 @@ import zipfile
 PYVER = "python%d.%d" % sys.version_info[:2]
 
 
+class Failure(SystemExit):
+    """A failure explained by fail(): passes through the handlers around the backend's hooks."""
+
+
 def fail(message, status=3):
     print(f"sitedist: {message}", file=sys.stderr, flush=True)
     path = os.path.join(os.environ.get("SITEDIST_BUILD_DIR", "."), "diagnosis")
@@ -37,7 +41,7 @@ def fail(message, status=3):
             f.write(message)
     except OSError:
         pass
-    sys.exit(status)
+    raise Failure(status)
 
 
 def site_dir(prefix):
@@ -249,7 +253,7 @@ def build(prefix, ignore, settings):
         outdir = tempfile.mkdtemp(prefix="wheel-", dir=os.environ.get("TMPDIR"))
         name = backend.build_wheel(outdir, settings)
     except SystemExit as exc:
-        if exc.code in (0, None):
+        if isinstance(exc, Failure) or exc.code in (0, None):
             raise
         traceback.print_exc()
         fail(f"the build backend {spec} failed (exit status {exc.code}); see the log above", status=1)
