@@ -121,6 +121,17 @@ def test_python_style_fields_belong_to_the_python_style(tmp_path):
     assert default_imports("py-flit-core") == ("flit_core",) and default_imports("py-numpy") == ("numpy",)
 
 
+def test_modules_of_python_packages_use_sitedist_pythonprefixes_never_pythonpath():
+    from sitedist.modules.entry import ModuleEntry
+    from sitedist.modules.render import prefix_env
+
+    pure = ModuleEntry("py-x", "1.0", "/s/py-x/1.0-a", "a", subdirs=("bin", "lib", "lib/python3.11/site-packages"))
+    assert prefix_env(pure) == (("prepend", "PATH", "{prefix}/bin"), ("prepend", "SITEDIST_PYTHONPREFIXES", "{prefix}"))
+    bindings = ModuleEntry("hdf5", "1.0", "/s/hdf5/1.0-b", "b", subdirs=("include", "lib", "lib/python3.11/site-packages"))
+    assert ("prepend", "CMAKE_PREFIX_PATH", "{prefix}") in prefix_env(bindings)   # a C library with Python bindings
+    assert not any(var == "PYTHONPATH" for _, var, _ in prefix_env(bindings))
+
+
 def test_frontend_markers_and_requirements():
     from sitedist.spec import python_frontend as fe
 
@@ -199,6 +210,17 @@ def test_python_packages_build_with_the_host_python(pysite):
     assert check.returncode == 0, check.stderr
     assert check.stdout.split() == [f"{site}/profiles/py",
                                     f"{site}/profiles/py/lib/python3.11/site-packages/packaging/__init__.py"]
+    # a develop environment over it: its python3 is a venv whose site-packages holds the stack and your own
+    run_cli("develop", config, "py", site / "dev", env=BUILD_ENV)
+    dev = subprocess.run(["bash", "--noprofile", "--norc", "-c",
+                          f"source {site}/dev/activate\n"
+                          'echo "X = 2" > "$SITEDIST_ENV/lib/python3.11/site-packages/mine.py"\n'
+                          "command -v python3\n"
+                          "python3 -c 'import mine, packaging, sys; print(sys.prefix, mine.X, packaging.__file__)'"],
+                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, cwd="/")
+    assert dev.returncode == 0, dev.stderr
+    assert dev.stdout.split() == [f"{site}/dev/bin/python3", f"{site}/dev", "2",
+                                  f"{site}/dev/lib/python3.11/site-packages/packaging/__init__.py"], dev.stdout
     again = run_cli("sync", config, env=BUILD_ENV).stdout
     assert "nothing to build" in again and "modules: unchanged" in again, again
 

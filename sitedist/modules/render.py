@@ -139,9 +139,11 @@ def prefix_env(entry):
     ops = [("prepend", var, "{prefix}/" + sub) for sub, var in SUBDIR_VARS if sub in present]
     # Python packages: the prefix goes into SITEDIST_PYTHONPREFIXES, which only the Python they were built
     # with reads (its site-packages hook), never PYTHONPATH, which every Python reads (admin_docs/python.md).
-    if entry.kind == "package" and any(_PYTHON_SITE.match(sub) for sub in present):
+    python = entry.kind == "package" and any(_PYTHON_SITE.match(sub) for sub in present)
+    if python:
         ops.append(("prepend", "SITEDIST_PYTHONPREFIXES", "{prefix}"))
-    if entry.kind == "package" and present & _CMAKE_HINTS:
+    # (a pure Python package's lib/ holds only lib/pythonX.Y: nothing for CMake)
+    if entry.kind == "package" and present & _CMAKE_HINTS and not (python and present & _CMAKE_HINTS == {"lib"}):
         ops.append(("prepend", "CMAKE_PREFIX_PATH", "{prefix}"))
     return tuple(ops)
 
