@@ -132,6 +132,21 @@ def test_modules_of_python_packages_use_sitedist_pythonprefixes_never_pythonpath
     assert not any(var == "PYTHONPATH" for _, var, _ in prefix_env(bindings))
 
 
+def test_frontend_names_missing_python_headers(tmp_path, monkeypatch):
+    import sysconfig
+
+    from sitedist.spec import python_frontend as fe
+
+    monkeypatch.setenv("SITEDIST_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"include": str(tmp_path / "include")})
+    with pytest.raises(fe.Failure):
+        fe.no_headers()
+    assert "install them (Debian: apt-get install python3-dev)" in (tmp_path / "diagnosis").read_text()
+    (tmp_path / "include").mkdir()
+    (tmp_path / "include" / "Python.h").write_text("")
+    fe.no_headers()   # headers present: nothing to say
+
+
 def test_frontend_markers_and_requirements():
     from sitedist.spec import python_frontend as fe
 

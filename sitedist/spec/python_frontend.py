@@ -228,6 +228,17 @@ def load_backend(spec, backend_path):
     return backend
 
 
+def no_headers():
+    """After a failed build: a Python without its C headers cannot build extension modules; say so."""
+    import sysconfig
+
+    include = sysconfig.get_paths().get("include", "")
+    if include and not os.path.exists(os.path.join(include, "Python.h")):
+        fail(f"the build failed, and this Python has no C headers ({include}/Python.h is missing), which building "
+             f"extension modules needs: install them (Debian: apt-get install python3-dev) or build with a Python "
+             f"that has them ('python: cpython')", status=1)
+
+
 def config_settings(pairs):
     settings = {}
     for pair in pairs:
@@ -256,9 +267,11 @@ def build(prefix, ignore, settings):
         if isinstance(exc, Failure) or exc.code in (0, None):
             raise
         traceback.print_exc()
+        no_headers()
         fail(f"the build backend {spec} failed (exit status {exc.code}); see the log above", status=1)
     except Exception as exc:
         traceback.print_exc()
+        no_headers()
         name = missing_module(exc)
         if name:
             fail(f"missing build dependency: the build (backend {spec}) imports {name!r}, which no dependency "
