@@ -104,6 +104,13 @@ def test_module_tree_or_profile_switched_is_published_again(stack):
     assert quick(config) is None
     run_cli("sync", config)
     assert os.readlink(tmp_path / "modules" / "lmod") == "current/lmod"
+    assert quick(config) is not None
+    catalog = tmp_path / "modules" / "catalog"   # the catalog page's stable link, as the trees'
+    assert os.readlink(catalog) == "current/catalog"
+    os.unlink(catalog)
+    assert quick(config) is None
+    run_cli("sync", config)
+    assert os.readlink(catalog) == "current/catalog"
 
 
 def test_lock_file_and_history_are_kept_up_to_date(stack):

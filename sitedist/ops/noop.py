@@ -31,6 +31,7 @@ from sitedist.spec.plan_cache import PlanCache, plan_key
 
 FACT = "published"
 LMOD_TREES = {"lua": "lmod", "tcl": "tcl"}   # modules.render.FORMATS' tree directories
+CATALOG = "catalog"                           # modules.catalog.CATALOG (not imported: it imports Jinja2)
 
 
 def cache_dir():
@@ -220,7 +221,8 @@ def unchanged(config_path, lock_file, locked=False):
     for m in record["modules"]:
         if generation_of(os.path.join(m["root"], "current")) != m["generation"]:
             return None
-        for tree in m["links"]:
+        trees = m["links"] + ([CATALOG] if os.path.isdir(os.path.join(m["root"], "current", CATALOG)) else [])
+        for tree in trees:
             link = os.path.join(m["root"], tree)
             if not (os.path.islink(link) and os.readlink(link) == f"current/{tree}"):
                 return None
