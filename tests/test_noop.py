@@ -117,6 +117,13 @@ def test_lock_file_and_history_are_kept_up_to_date(stack):
     tmp_path, config = stack
     run_cli("lock", config)
     assert quick(config) is not None        # a lock of this very plan: nothing to warn about or rewrite
+    assert noop.lock_unchanged(config, config + ".lock") == 4
+    assert "(unchanged)" in run_cli("lock", config).stdout
+    text = open(config + ".lock").read()
+    write(config + ".lock", text.replace('"t0"', '"tX"', 1))
+    assert noop.lock_unchanged(config, config + ".lock") is None
+    assert "(unchanged)" not in run_cli("lock", config).stdout
+    assert open(config + ".lock").read() == text
     assert noop.unchanged(config, config + ".lock", locked=True) is not None
     with open(config + ".lock", "a") as f:
         f.write(" ")

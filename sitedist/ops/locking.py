@@ -11,6 +11,7 @@ import os
 
 from sitedist.core import history
 from sitedist.errors import ConfigError, DriftError
+from sitedist.ops import noop
 from sitedist.ops import sync as flow
 from sitedist.spec import lock as locks
 
@@ -30,7 +31,7 @@ class CurrentLock:
     def __init__(self, ctx, path):
         self.ctx, self.path = ctx, os.path.abspath(path)
         self._document = None
-        self._fact = f"lock {os.path.dirname(self.path)}"   # paths in a lock are relative to its directory
+        self._fact = noop.lock_fact(self.path)
         self._summary = None
         if ctx.plan_cache is not None:
             self._summary = ctx.plan_cache.facts().get(self._fact)

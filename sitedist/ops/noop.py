@@ -194,6 +194,24 @@ def _file_sha256(path):
         return None
 
 
+def lock_fact(lock_path):
+    """The name of the fact holding the digest and text checksum of the plan's lock written for
+    ``lock_path`` (paths in a lock are relative to its directory)."""
+    return f"lock {os.path.dirname(os.path.abspath(lock_path))}"
+
+
+def lock_unchanged(config_path, lock_path, refresh_probe=False):
+    """The number of artifacts of the lock at ``lock_path`` when it is exactly the lock of the config's
+    cached plan (``sitedist lock`` then has nothing to write), else None."""
+    loaded = load_key(config_path, refresh_probe)
+    if loaded.cache.header(loaded.key) is None:
+        return None
+    fact = loaded.cache.facts().get(lock_fact(lock_path))
+    if fact and _file_sha256(lock_path) == fact["text_sha256"]:
+        return fact["artifacts"]
+    return None
+
+
 def unchanged(config_path, lock_file, locked=False):
     """(stderr lines, stdout lines) of a sync that has nothing to do, or None when it may have
     something to do (then run the full sync). Raises what a sync raises for a config it cannot load or
