@@ -224,7 +224,7 @@ class PlanCache:
                     + pickle.dumps(documents, protocol=pickle.HIGHEST_PROTOCOL))
             write_private(self.path, data)
             self.entry = entry
-        except (OSError, pickle.PickleError, TypeError, AttributeError):
+        except (OSError, pickle.PickleError, TypeError, AttributeError, RecursionError):
             pass
 
     def facts(self):
