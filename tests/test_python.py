@@ -83,6 +83,18 @@ def test_every_shipped_python_recipe_resolves(tmp_path):
     assert mesonpy.doc["tools"] == {"ninja": {"version": "1.11.1"}}
 
 
+# Golden ids of Python packages with a fixed host Python (cpython 3.11.2, cp311, linux-x86_64): a change to
+# sitedist's PEP 517 frontend or to how the python style renders its script changes them (and only them).
+# Change them on purpose and say so in admin_docs/hash-protocol.md: every site rebuilds its Python packages.
+PYTHON_GOLDEN = {"python": "co4teqxtl6wt6xozpk7g", "py-flit-core": "t7vuaz3f744evz6ltruw",
+                 "py-packaging": "ned3b4gwcypgsza64tmv"}
+
+
+def test_python_packages_golden_ids(tmp_path):
+    ids = {n.name: n.aid for n in resolve(tmp_path, {"py-packaging": None}).nodes}
+    assert {k: ids[k] for k in PYTHON_GOLDEN} == PYTHON_GOLDEN, f"Python package ids changed: {ids}"
+
+
 def test_no_python_on_the_host_is_an_error_naming_the_recipe(tmp_path):
     with pytest.raises(ConfigError) as err:
         resolve(tmp_path, {"py-packaging": None}, python=None)
