@@ -125,6 +125,7 @@ def _python_env(node, prefixes, deps):
         env["SITEDIST_PYTHON"] = python_executable(python, prefixes)
         env["SITEDIST_RUN_PYTHONPREFIXES"] = ":".join(_python_prefixes(_closure(node, ("link", "run")), prefixes))
         env["PYTHONNOUSERSITE"] = "1"
+        env["PIP_NO_INDEX"] = "1"   # a backend that runs pip (setuptools' setup_requires) downloads nothing
         env["SOURCE_DATE_EPOCH"] = "315532800"   # 1980: the oldest time a wheel (zip) can record
     return env
 

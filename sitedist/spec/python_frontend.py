@@ -306,7 +306,7 @@ def shebang():
 
 def _safe(member):
     parts = member.split("/")
-    if member.startswith("/") or "\\" in member or any(p in ("..", "") for p in parts[:-1]):
+    if member.startswith("/") or "\\" in member or any(p in ("..", ".", "") for p in parts):
         fail(f"the wheel has a member with an unsafe path: {member!r}")
     return parts
 
