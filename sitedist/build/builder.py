@@ -193,7 +193,8 @@ def fix_rpaths(prefix, dep_lib_dirs, build_dir, log):
                 continue  # an object file or something patchelf does not handle: nothing to fix
             current = subprocess.run([patchelf, "--print-rpath", path], capture_output=True, text=True)
             entries = [e for e in current.stdout.strip().split(":") if e]
-            keep = [e for e in entries if not e.startswith(build_dir) and (e.startswith("$ORIGIN") or os.path.isdir(e))]
+            keep = [e for e in dict.fromkeys(entries)   # once each, in order
+                    if not e.startswith(build_dir) and (e.startswith("$ORIGIN") or os.path.isdir(e))]
             for soname in needed.stdout.split():
                 for d in search:
                     if os.path.exists(os.path.join(d, soname)):
