@@ -109,5 +109,6 @@ def test_fftw_has_the_mpi_library_of_its_toolchain(hpc):
     for toolchain, prefix in builds.items():
         deps = needed(os.path.join(prefix, "lib", "libfftw3_mpi.so"))
         assert MPI_SONAME[toolchain] in deps and all(MPI_SONAME[t] not in deps for t in MPI_SONAME if t != toolchain)
+        assert not any("mpi" in d for d in needed(os.path.join(prefix, "lib", "libfftw3.so")))  # the serial part
         spec = json.load(open(os.path.join(prefix, ".sitedist", "spec.json")))
         assert spec["toolchain_name"] == toolchain
