@@ -22,7 +22,7 @@ TOOLS = {"make": Tool(name="make", version="4.3", prefix="/usr", executables=(("
 
 
 def test_protocol_versions():
-    assert PROTOCOL == 2 and BUILDER == 2
+    assert PROTOCOL == 2 and BUILDER == 3
 
 
 def test_canonical_form():
@@ -93,6 +93,7 @@ def test_tool_version_changes_ids_of_what_it_builds_and_its_path_does_not(tmp_pa
 # recipes and compiler, with make 4.3 and cmake 3.25.1 as host tools; every package id changed because the
 # protocol number and the new "tools" field are part of every document (host packages' ids change with the
 # protocol number only). Protocol 1, builder 2 had gcc xx4cizikyswm6o5xc5wl, zlib cmsszxrhxrs53nj3m52l,
-# libpng k7tfo6wq47l4o7i5inhk, libyaml czccjx3gqjcdc36n7lgq.
+# libpng k7tfo6wq47l4o7i5inhk, libyaml czccjx3gqjcdc36n7lgq. Protocol 2, builder 2 had zlib
+# 3zgpfcfcobf4vb3szq2v, libpng yrzy5altrdp63ahbqavb, libyaml rnzj6zmtasldnvpp7zr5.
 GOLDEN = {"gcc": "lrkbvyfz2kqsfpusxuhs", "make": "jgejpr67uz3q7uzkd3ua", "cmake": "fhcfsa4dkacswg4r3lr5",
-          "zlib": "3zgpfcfcobf4vb3szq2v", "libpng": "yrzy5altrdp63ahbqavb", "libyaml": "rnzj6zmtasldnvpp7zr5"}
+          "zlib": "2jzddogtowsjaqh5i5ne", "libpng": "xne2o54zuizbyxxjxe63", "libyaml": "gfwc54h6bsypeaye5bkt"}

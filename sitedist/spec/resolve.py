@@ -22,7 +22,7 @@ from sitedist.errors import ConfigError, SitedistError
 from sitedist.spec.recipe import STYLE_TOOLS, RecipeIndex, render_script
 from sitedist.spec.schema import check_root_vars
 
-BUILDER = 2  # version of the build environment the builder sets up; part of every hash
+BUILDER = 3  # version of the build environment the builder sets up; part of every hash
 
 
 @dataclass(eq=False)
