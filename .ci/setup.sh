@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(build-essential gfortran cmake ninja-build patch git xz-utils bzip2 file pkg-config man-db lmod lua5.3 tcl8.6
           openmpi-bin libopenmpi-dev mpich libmpich-dev chromium chromium-driver
-          python3 python3-venv python3-dev ca-certificates
+          python3 python3-venv python3-dev ca-certificates libssl-dev
           slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
