@@ -13,8 +13,10 @@ its own X.Y only. EasyBuild's ``EBPYTHONPREFIXES`` is the model; admin_docs/pyth
 """
 
 import os
+import subprocess
 
 from sitedist.core.store import python_site_dirs as site_dirs
+from sitedist.errors import BuildError
 
 HOOK_MODULE = "_sitedist_pythonprefixes"
 HOOK_VARIABLE = "SITEDIST_PYTHONPREFIXES"
@@ -49,12 +51,22 @@ HOOK_PTH = f"import {HOOK_MODULE}\n"
 
 
 
-def install_hook(site_dir):
+def install_hook(site_dir, python):
+    """The hook in ``site_dir``, byte-compiled by ``python`` (the interpreter that runs it) as an
+    unchecked hash-based .pyc like the packages' own: else the first run of that Python by a user who may
+    write there (root) would add __pycache__ to the sealed prefix, which `sitedist verify` reports."""
     os.makedirs(site_dir, exist_ok=True)
-    with open(os.path.join(site_dir, HOOK_MODULE + ".py"), "w", encoding="utf-8") as f:
+    module = os.path.join(site_dir, HOOK_MODULE + ".py")
+    with open(module, "w", encoding="utf-8") as f:
         f.write(HOOK)
     with open(os.path.join(site_dir, HOOK_MODULE + ".pth"), "w", encoding="utf-8") as f:
         f.write(HOOK_PTH)
+    if not os.path.exists(python):
+        return
+    done = subprocess.run([python, "-I", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", module],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise BuildError(f"{python} could not byte-compile {module}: {(done.stdout + done.stderr).strip()[-2000:]}")
 
 
 def _pyvenv_cfg(home, version, executable):
@@ -73,7 +85,7 @@ def make_host_python(prefix, python):
         os.symlink(versioned, os.path.join(bindir, alias))
     with open(os.path.join(prefix, "pyvenv.cfg"), "w", encoding="utf-8") as f:
         f.write(_pyvenv_cfg(os.path.dirname(python.executable), python.version, python.executable))
-    install_hook(os.path.join(prefix, "lib", versioned, "site-packages"))
+    install_hook(os.path.join(prefix, "lib", versioned, "site-packages"), python.executable)
 
 
 def finish_provider(prefix, log):
@@ -83,11 +95,11 @@ def finish_provider(prefix, log):
     if not sites:
         raise FileNotFoundError(f"{prefix}/lib/pythonX.Y/site-packages: the recipe says it provides Python, "
                                 "but its prefix has no site-packages directory")
+    python = os.path.join(prefix, "bin", "python3")
     for rel in sites:
-        install_hook(os.path.join(prefix, rel))
+        install_hook(os.path.join(prefix, rel), python)
         log.write(f"sitedist: installed the {HOOK_VARIABLE} hook in {rel}\n")
     cfg = os.path.join(prefix, "pyvenv.cfg")
-    python = os.path.join(prefix, "bin", "python3")
     if not os.path.exists(cfg) and os.path.exists(python):
         version = os.path.basename(os.path.dirname(sites[-1]))[len("python"):]
         with open(cfg, "w", encoding="utf-8") as f:
