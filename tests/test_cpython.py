@@ -37,7 +37,7 @@ def site(shared_store, sources, tmp_path_factory):
     config = site_config(tmp, {"cpython": None, "py-packaging": None}, store=shared_store,
                          extra=f"python: cpython\nmodules: {{root: {modules}, formats: [lua]}}\n")
     run_cli("sync", "-j", "2", "--progress", "plain", config)
-    return plan(config), modules
+    return plan(config), modules, config
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +55,19 @@ def test_python_imports_the_modules_built_on_store_libraries(cpython):
             "assert zlib.decompress(zlib.compress(data)) == bz2.decompress(bz2.compress(data)) == "
             "lzma.decompress(lzma.compress(data)) == data\n"
             "assert ctypes.CDLL(None).strlen(b'four') == 4\n"
-            "print(sys.version_info[:3], sys.prefix, sqlite3.sqlite_version, ssl.OPENSSL_VERSION, sep='|')\n")
+            "maps = sorted({l.split()[-1] for l in open('/proc/self/maps') if '.so' in l})\n"
+            "print(sys.version_info[:3], sys.prefix, sqlite3.sqlite_version, ssl.OPENSSL_VERSION, ','.join(maps), "
+            "sep='|')\n")
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}   # no LD_LIBRARY_PATH, no PYTHON*
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
-    version, sys_prefix, sqlite_version, openssl = out.stdout.strip().split("|")
+    version, sys_prefix, sqlite_version, openssl, maps = out.stdout.strip().split("|")
     assert version == "(3, 11, 2)" and sys_prefix == prefix, out.stdout
-    assert sqlite_version == "3.40.1", out.stdout   # the store's sqlite, not the host's libsqlite3
+    assert sqlite_version == "3.40.1", out.stdout
+    # The libraries the running interpreter loaded are the store's copies (Debian has the same sqlite 3.40.1).
+    for dep, lib in STORE_LIBS.items():
+        loaded = [m for m in maps.split(",") if os.path.basename(m).startswith(lib)]
+        assert loaded and all(m.startswith(cpython[dep]["prefix"] + "/") for m in loaded), (dep, maps)
     assert openssl.startswith("OpenSSL 3."), out.stdout
     assert os.path.realpath(os.path.join(prefix, "bin", "python")) == os.path.realpath(python)
 
@@ -71,6 +77,8 @@ def ldd(path):
     assert out.returncode == 0, out.stderr
     libs = {}
     for line in out.stdout.splitlines():
+        if line.strip() == "statically linked":   # a module that needs no library (not even libc)
+            continue
         m = re.match(r"\s*(\S+)(?: => (\S+|not found))?", line)
         if m:
             libs[m.group(1)] = m.group(2) or m.group(1)
@@ -96,7 +104,7 @@ def test_extension_modules_resolve_into_the_store_or_the_base_system(cpython):
 
 
 def test_python_packages_built_with_cpython_load_with_lmod(site, tmp_path):
-    artifacts, modules = site
+    artifacts, modules, config = site
     python = artifacts["cpython"]["prefix"]
     packaging = artifacts["py-packaging"]["prefix"]
     assert os.path.isdir(os.path.join(packaging, "lib", "python3.11", "site-packages", "packaging"))
@@ -114,3 +122,7 @@ def test_python_packages_built_with_cpython_load_with_lmod(site, tmp_path):
     # (ignore the environment) turns it off.
     assert pythonpath == "PYTHONPATH=unset" and isolated == "isolated-fails", r.stdout
     assert packaging in r.env["SITEDIST_PYTHONPREFIXES"].split(":")
+    # Running the store's Python (as root here, who could write anywhere) left its sealed prefix as it was:
+    # the hook was byte-compiled when it was installed.
+    verify = run_cli("verify", config, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
