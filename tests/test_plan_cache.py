@@ -312,3 +312,16 @@ def test_documents_come_back_when_needed(stack, monkeypatch):
     fresh, _ = flow.resolve_plan(config, host(), {"generic": "x86_64"}, plan_cache.PlanCache(), key)
     [b] = [n for n in fresh.nodes if n.name == "a"]
     assert locks.recipe_entry(a.recipe, str(stack)) == locks.recipe_entry(b.recipe, str(stack))
+
+
+def test_recipes_are_unpickled_when_first_used(stack, monkeypatch):
+    warm(stack, monkeypatch)
+    config = load_config(str(stack / "site.yml"))
+    cache = plan_cache.PlanCache.for_config(config.path, flow.cache_dir())
+    key = plan_cache.plan_key(config, host(), {"generic": "x86_64"}, probe_key(config.host.get("paths", [])))
+    plan, _ = cache.load(key)
+    recipes = [n.recipe for n in plan.nodes if n.recipe is not None]
+    assert recipes and all(isinstance(r, plan_cache.LazyRecipe) for r in recipes)
+    assert recipes[0]._recipes.items is None          # nothing unpickled yet
+    assert sorted(r.name for r in recipes) == ["a", "b"]
+    assert recipes[0]._recipes.items is not None

@@ -23,6 +23,7 @@ JSON (format, key, the files and their stamps) so that checking an entry never u
 """
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -32,7 +33,7 @@ import time
 from sitedist.core.hashing import tree_sha256
 from sitedist.core.trust import open_private, private_dir, write_private
 
-FORMAT = 1
+FORMAT = 2
 RACY_S = 2.0   # a file changed this close to the entry's writing is checked by content
 
 
@@ -111,6 +112,68 @@ def _recipes(plan):
     return list(seen.values())
 
 
+class _Recipes:
+    """The recipes of a plan loaded from the cache, unpickled together when one is first used."""
+
+    def __init__(self, blob):
+        self.blob, self.items = blob, None
+
+    def get(self, index):
+        if self.items is None:
+            self.items, self.blob = pickle.loads(self.blob), None
+        return self.items[index]
+
+
+class LazyRecipe:
+    """Stands for a recipe of a cached plan until one of its attributes is used: a no-op sync or a dry
+    run (without modules) reads none, and unpickling ten thousand recipes is a large part of a plan."""
+    __slots__ = ("_recipes", "_index")
+
+    def __init__(self, recipes, index):
+        object.__setattr__(self, "_recipes", recipes)
+        object.__setattr__(self, "_index", index)
+
+    def _real(self):
+        return self._recipes.get(self._index)
+
+    def __getattr__(self, name):
+        return getattr(self._real(), name)
+
+    def __setattr__(self, name, value):
+        setattr(self._real(), name, value)
+
+    def __reduce_ex__(self, protocol):
+        return self._real().__reduce_ex__(protocol)
+
+    def __eq__(self, other):
+        return self._real() == (other._real() if isinstance(other, LazyRecipe) else other)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return repr(self._real())
+
+
+class _PlanPickler(pickle.Pickler):
+    def __init__(self, file, recipes):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.index = {id(r): i for i, r in enumerate(recipes)}
+
+    def persistent_id(self, obj):
+        return self.index.get(id(obj))
+
+
+class _PlanUnpickler(pickle.Unpickler):
+    def __init__(self, file, recipes):
+        super().__init__(file)
+        self.recipes, self.proxies = recipes, {}
+
+    def persistent_load(self, pid):
+        if pid not in self.proxies:
+            self.proxies[pid] = LazyRecipe(self.recipes, pid)
+        return self.proxies[pid]
+
+
 class PlanCache:
     """The plan cache entry of one config (see the module docstring)."""
 
@@ -162,7 +225,9 @@ class PlanCache:
         try:
             with open_private(self.path, "rb") as f:
                 f.readline()
-                plan, host = pickle.loads(f.read(head["plan_bytes"]))
+                plan_data = f.read(head["plan_bytes"])
+                recipes = _Recipes(f.read(head["recipes_bytes"]))
+                plan, host = _PlanUnpickler(io.BytesIO(plan_data), recipes).load()
                 self._documents = f.read()
         except (OSError, pickle.PickleError, EOFError, AttributeError, ImportError, ValueError, TypeError,
                 KeyError):
@@ -212,15 +277,18 @@ class PlanCache:
                     "trees": sorted([p, d] for p, d in (trees or {}).items())}
             recipes = _recipes(plan)
             documents = {r.path: r.raw for r in recipes}
-            try:   # the plan without the recipes' documents, then the documents (see load)
+            try:   # the plan (its recipes by number), the recipes without their documents, the documents
                 for recipe in recipes:
                     recipe.raw = None
-                data = pickle.dumps((plan, host), protocol=pickle.HIGHEST_PROTOCOL)
+                buffer = io.BytesIO()
+                _PlanPickler(buffer, recipes).dump((plan, host))
+                data = buffer.getvalue()
+                recipe_data = pickle.dumps(recipes, protocol=pickle.HIGHEST_PROTOCOL)
             finally:
                 for recipe in recipes:
                     recipe.raw = documents[recipe.path]
-            head["plan_bytes"] = len(data)
-            data = (json.dumps(head).encode() + b"\n" + data
+            head["plan_bytes"], head["recipes_bytes"] = len(data), len(recipe_data)
+            data = (json.dumps(head).encode() + b"\n" + data + recipe_data
                     + pickle.dumps(documents, protocol=pickle.HIGHEST_PROTOCOL))
             write_private(self.path, data)
             self.entry = entry
