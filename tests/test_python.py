@@ -74,7 +74,8 @@ def test_every_shipped_python_recipe_resolves(tmp_path):
     assert {"py-setuptools", "py-flit-core", "py-packaging", "py-meson", "py-meson-python", "py-pyproject-metadata",
             "py-cython", "py-pkgconfig", "py-poetry-core"} <= set(names)
     ninja = Tool(name="ninja", version="1.11.1", prefix="/usr", executables=(("ninja", "/usr/bin/ninja"),))
-    plan = resolve(tmp_path, {n: None for n in names}, tools={**TOOLS, "ninja": ninja})
+    pkgconf = Tool(name="pkg-config", version="1.8.1", prefix="/usr", executables=(("pkg-config", "/usr/bin/pkg-config"),))
+    plan = resolve(tmp_path, {n: None for n in names}, tools={**TOOLS, "ninja": ninja, "pkg-config": pkgconf})
     for node in plan.nodes:
         if node.name.startswith("py-"):
             assert node.recipe.build == "python" and node.doc["python"]["version"] == "3.11.2", node.name
