@@ -234,6 +234,8 @@ class Resolver:
             doc["cuda_arch"] = self._cuda_arch(tc)
         if python is not None:
             doc["python"] = python_identity(python)
+        if recipe.provides:   # sitedist finishes such a build (the Python hook): a different artifact
+            doc["provides"] = sorted(recipe.provides)
         node = Node(name=name, version=version, aid=artifact_id(doc), kind="package", doc=doc, recipe=recipe,
                     source=recipe.versions[version], options=options, toolchain=tc, target=target,
                     deps={**deps, "host": host_deps, "tools": tool_nodes, "python": [python] if python else []},
