@@ -273,8 +273,13 @@ class Builder:
                 # A script, not a symlink: MPI launchers and wrappers find their helpers (hydra_pmi_proxy,
                 # wrapper data files), nvcc its nvcc.profile, from the name they were called by, which
                 # must stay the vendor's.
+                # Open MPI's launcher run by its absolute path acts as if given --prefix: it puts
+                # <prefix>/bin (/usr/bin for Debian's) first on the ranks' PATH, so 'mpiexec python3'
+                # would run the system's python3 instead of the loaded module's; --noprefix stops that.
+                noprefix = " --noprefix" if (getattr(node.host.probed, "name", "") == "openmpi"
+                                             and link in ("mpirun", "mpiexec", "orterun")) else ""
                 with open(path, "w", encoding="utf-8") as f:
-                    f.write(f'#!/bin/sh\nexec {_sh_quote(target)} "$@"\n')
+                    f.write(f'#!/bin/sh\nexec {_sh_quote(target)}{noprefix} "$@"\n')
                 os.chmod(path, 0o755)
             else:
                 os.symlink(target, path)
