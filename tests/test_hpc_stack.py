@@ -33,14 +33,14 @@ def hpc_config(tmp, store, variant="site.yml", extra="", name=None):
     """A config that extends the shipped one, with the test's store, module tree and profile roots, and
     the repository's mirror (site_configs/hpc names ../../sources, the same directory)."""
     name = name or os.path.splitext(variant)[0]
-    return write(tmp / f"{name}.yml", f"""
+    return write(tmp / f"{name}.yml", textwrap.dedent(f"""
         extends: [{os.path.join(HPC, variant)}]
         store: {store}
         mirrors: [{SOURCES}]
         modules: {{root: {tmp}/{name}-modules}}
         profiles:
           python: {{packages: [py-numpy, py-h5py, "py-mpi4py%gcc-openmpi"], root: {tmp}/{name}-profile}}
-        """ + textwrap.dedent(extra))
+        """) + textwrap.dedent(extra))
 
 
 def plan(config):
