@@ -26,15 +26,17 @@ from sitedist.core.history import history_dir
 from sitedist.core.store import Store
 
 
-def toy_recipes(d, n=3):
-    """t0..t{n-1}: t_i links t_{i-1}; t0 has an option; every one installs bin/<name> saying its name."""
+def toy_recipes(d, n=3, salt=""):
+    """t0..t{n-1}: t_i links t_{i-1}; t0 has an option; every one installs bin/<name> saying its name.
+    A ``salt`` (a no-op command) gives them ids of their own: tests that share a store and must find the
+    drifted plan unbuilt cannot see each other's artifacts."""
     write(d / "src" / "README", "toy sources\n")
     for i in range(n):
         lines = [f"name: t{i}", f"description: toy {i}", 'versions: {"1.0": {path: src}}']
         lines += [f"depends: {{link: [t{i - 1}]}}"] if i else ["options: {fast: {default: false}}"]
         lines += ["build: commands", "commands:", '  - mkdir -p "$PREFIX/bin"',
                   f"""  - printf '#!/bin/sh\\necho t{i}\\n' > "$PREFIX/bin/t{i}\"""",
-                  f'  - chmod +x "$PREFIX/bin/t{i}"']
+                  f'  - chmod +x "$PREFIX/bin/t{i}"'] + ([f"  - ': {salt}'"] if salt else [])
         write(d / f"t{i}.yml", "\n".join(lines) + "\n")
     return d
 
@@ -102,7 +104,7 @@ def drift_stack(tmp_path, shared_store):
     """Real zlib and libpng (their recipes copied, so a test can edit them) and toy t0..t1 with a
     module tree and a profile, synced into the shared store, and locked."""
     recipes = tmp_path / "recipes"
-    toy_recipes(recipes, 2)
+    toy_recipes(recipes, 2, salt=tmp_path.name)
     for name in ("zlib", "libpng"):
         shutil.copy(os.path.join(RECIPES, f"{name}.yml"), recipes / f"{name}.yml")
     modules, prof = tmp_path / "modules", tmp_path / "profiles" / "p"
