@@ -127,6 +127,7 @@ def test_root_does_not_load_a_users_documents_cache(tmp_path, other, caplog):
     before = sorted(os.listdir(user_cache))
     with caplog.at_level(logging.WARNING):
         cache = DocCache.for_config(config, user_cache)
+        cache.entries   # the entries are read when first used
     assert not marker.exists(), "root loaded a pickle another user wrote"
     assert cache.path is None and "not using the documents cache" in caplog.text and "owned by uid" in caplog.text
     cache.entries["y"] = 1
@@ -138,7 +139,7 @@ def test_root_does_not_load_a_users_documents_cache(tmp_path, other, caplog):
     mine.mkdir(mode=0o700)
     (mine / os.path.basename(planted)).write_bytes(data)
     os.chmod(mine / os.path.basename(planted), 0o600)
-    DocCache.for_config(config, str(mine))
+    DocCache.for_config(config, str(mine)).entries
     assert marker.exists(), "the control failed: a trusted cache was not read"
 
 

@@ -35,13 +35,13 @@ MPI_LIBRARY = re.compile(r"lib(p?mpi|open-rte|open-pal|oshmem)")   # libmpi*, li
 
 def library_stem(soname):
     """'hdf5' for libhdf5_serial.so.103 and libhdf5.so.103, 'fftw3' for libfftw3_mpi.so.3."""
-    base = re.sub(r"\.so(\.[0-9][0-9.]*)?$", "", os.path.basename(soname))
+    base = re.sub(r"\.so(\.[0-9][0-9.]*)?\Z", "", os.path.basename(soname))
     base = base[3:] if base.startswith("lib") else base
     return re.split(r"[_-]", base, maxsplit=1)[0].lower()
 
 
 def _unversioned(stem):
-    return re.sub(r"[0-9.]+$", "", stem)
+    return re.sub(r"[0-9.]+\Z", "", stem)
 
 
 def name_stem(package):
@@ -66,7 +66,7 @@ def system_libraries():
             continue
         found = {}
         for line in out.splitlines():
-            m = re.match(r"\s+(\S+) \([^)]*\) => (\S+)$", line)
+            m = re.match(r"\s+(\S+) \([^)]*\) => (\S+)\Z", line)
             if m:
                 found.setdefault(m.group(1), []).append(m.group(2))
         return found
@@ -122,7 +122,7 @@ class LinkPolicy:
                 except OSError:
                     continue
                 for entry in entries:
-                    if re.search(r"\.so(\.[0-9.]+)?$", entry):
+                    if re.search(r"\.so(\.[0-9.]+)?\Z", entry):
                         exact.setdefault(library_stem(entry), name)
         return exact, by_name
 
