@@ -185,3 +185,47 @@ def test_group_store_whatever_the_umask(tmp_path, admin_group):
                 assert mode & stat.S_ISGID and mode & 0o111 == 0o111, path
     assert os.stat(os.path.join(prefix, "bin", "alpha")).st_mode & 0o111 == 0o111
     assert verify(cfg)[0] == 0
+
+
+# --- a sync stopped by a signal ----------------------------------------------------------------------
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"   # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
+def test_a_signalled_sync_stops_its_builds(tmp_path, signum):
+    """`kill` (or a closed terminal) on a sync whose build prints nothing: the build's processes end with
+    it, its prefix is not left behind, and the next sync builds it."""
+    import signal
+
+    recipes = tmp_path / "recipes"
+    pidfile = tmp_path / "build.pid"
+    synthetic(recipes, "quiet", commands=[f'echo $$ > {pidfile}', "sleep 300"])
+    cfg = config(tmp_path, {"quiet": None}, recipes)
+    proc = subprocess.Popen([sys.executable, "-m", "sitedist.cli.main", "sync", cfg], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    build_pid = int(pidfile.read_text())
+    assert _alive(build_pid)
+    proc.send_signal(getattr(signal, signum))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    deadline = time.time() + 10
+    while _alive(build_pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(build_pid), f"the build (pid {build_pid}) outlived the sync"
+    store = tmp_path / "store" / "quiet"
+    assert not store.exists() or os.listdir(store) == [], os.listdir(store)
+    # Nothing stale blocks the next sync (the build itself is made quick).
+    synthetic(recipes, "quiet")
+    run_cli("sync", cfg)
+    assert any((store / e / "bin" / "quiet").exists() for e in os.listdir(store))

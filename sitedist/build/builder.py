@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -356,6 +357,9 @@ class Builder:
     def _run(self, argv, cwd, env, log, ctx, build_dir=None):
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        cancelled = getattr(ctx, "cancelled", None) if ctx is not None else None
+        if cancelled is not None:   # a silent build (a long compile, a sleep) is stopped too, not at its next line
+            threading.Thread(target=_kill_when_cancelled, args=(proc, cancelled), daemon=True).start()
         try:
             for raw in proc.stdout:
                 line = raw.decode("utf-8", "replace")
@@ -452,6 +456,17 @@ def _discard(build_dir):
         remove_tree(build_dir)
     except OSError:
         pass
+
+
+def _kill_when_cancelled(proc, cancelled):
+    """Kill ``proc``'s process group once ``cancelled`` is set; return when the process ends."""
+    while proc.poll() is None:
+        if cancelled.wait(0.5):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            return
 
 
 def _kill(proc):

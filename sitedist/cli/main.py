@@ -2,6 +2,7 @@
 imported only when run, so that ``sitedist --help`` and a no-op sync start fast."""
 
 import importlib
+import signal
 import sys
 
 from sitedist import unsupported_python
@@ -57,10 +58,19 @@ def cli():
     """sitedist: build a site's software into a hash-addressed store and publish its modules."""
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None):
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")  # e.g. a lock taken over
+    # SIGTERM (kill, a cron job's timeout) and SIGHUP (a closed terminal) unwind like Ctrl-C: running builds
+    # are cancelled and their process groups killed, their prefixes and locks removed. Without this the
+    # interpreter died at once and the builds (each in a session of its own) ran on, orphaned.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupted)
     try:
         cli.main(args=argv, prog_name="sitedist", standalone_mode=False)
     except SitedistError as exc:
