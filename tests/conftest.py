@@ -3,6 +3,7 @@
 import hashlib
 import importlib.util
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -41,6 +42,16 @@ def write(path, text):
     with open(path, "w", encoding="utf-8") as f:
         f.write(textwrap.dedent(text).lstrip("\n"))
     return str(path)
+
+
+def open_path(path):
+    """Let other users traverse (not list) every directory down to ``path``."""
+    path = os.path.abspath(path)
+    while path != "/":
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if not mode & stat.S_IXOTH:
+            os.chmod(path, mode | stat.S_IXOTH)
+        path = os.path.dirname(path)
 
 
 def run_cli(*args, check=True, env=None, cwd=None, input=None):

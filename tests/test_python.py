@@ -7,7 +7,6 @@ import os
 import pwd
 import re
 import shutil
-import stat
 import subprocess
 import tempfile
 import uuid
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RECIPES, SOURCES, run_cli, site_config, tree_digest, write
+from conftest import RECIPES, SOURCES, open_path, run_cli, site_config, tree_digest, write
 from modtools import ModuleShell, em5_init  # noqa: F401  (a fixture)
 from sitedist.errors import ConfigError
 from sitedist.host.python import HostPython
@@ -173,15 +172,6 @@ def test_frontend_markers_and_requirements():
 
 
 # --- real builds with Debian's Python ----------------------------------------------------------------
-
-def open_path(path):
-    path = os.path.abspath(path)
-    while path != "/":
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        if not mode & stat.S_IXOTH:
-            os.chmod(path, mode | stat.S_IXOTH)
-        path = os.path.dirname(path)
-
 
 @pytest.fixture(scope="module")
 def pysite():

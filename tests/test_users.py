@@ -18,21 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SOURCES, run_cli, tree_digest, write
+from conftest import REPO, SOURCES, open_path, run_cli, tree_digest, write
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creating a user needs root")
 
 SITE_SOURCES = ("zlib_1.2.13.dfsg.orig.tar.bz2", "libpng1.6_1.6.39.orig.tar.gz")
-
-
-def open_path(path):
-    """Let other users traverse (not list) every directory down to ``path``."""
-    path = os.path.abspath(path)
-    while path != "/":
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        if not mode & stat.S_IXOTH:
-            os.chmod(path, mode | stat.S_IXOTH)
-        path = os.path.dirname(path)
 
 
 def _link_or_copy(src, dst):
