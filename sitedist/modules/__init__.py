@@ -11,9 +11,9 @@ The API the rest of sitedist uses:
 
 from sitedist.modules.entry import ModuleEntry
 from sitedist.modules.plan import PlannedModule, TreePlan, plan_tree
+from sitedist.modules.lmod_cache import refresh_lmod_cache
 from sitedist.modules.publish import (Generation, PublishResult, exists, list_generations, live_prefixes,
-                                      modulepath_lines, modulepath_roots, publish, refresh_lmod_cache, rollback,
-                                      switch_generation)
+                                      modulepath_lines, modulepath_roots, publish, rollback, switch_generation)
 
 __all__ = ["ModuleEntry", "PlannedModule", "TreePlan", "plan_tree", "Generation", "PublishResult", "publish",
            "rollback", "switch_generation", "list_generations", "exists", "live_prefixes", "modulepath_lines",

@@ -22,7 +22,6 @@ import json
 import os
 import posixpath
 import shutil
-import subprocess
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 from sitedist.core.generations import Generations, point
 from sitedist.errors import ModulesError
 from sitedist.modules import catalog
+from sitedist.modules.lmod_cache import cache_stale, refresh_lmod_cache
 from sitedist.modules.plan import plan_tree
 from sitedist.modules.render import FORMATS, Renderer, module_context
 
@@ -40,8 +40,6 @@ MANIFEST = "manifest.json"
 FILES = "files.json"
 _CONFIG_KEYS = ("formats", "layout", "naming", "disambiguate", "defaults", "hide_implicit", "header", "footer",
                 "catalog", "target")
-_LMOD_CACHE_SCRIPT = "update_lmod_system_cache_files"
-_LMOD_DIRS = ("/usr/share/lmod/lmod/libexec", "/opt/apps/lmod/lmod/libexec", "/usr/local/lmod/lmod/libexec")
 
 
 @dataclass
@@ -113,7 +111,7 @@ def publish(entries, config, lock=nullcontext()):
         old = _read_json(os.path.join(gens, str(current), MANIFEST)) if current else None
         if old and old.get("inputs") == digest:
             _ensure_links(root, formats)
-            if config.get("lmod_cache") and _cache_stale(root, config["lmod_cache"]):
+            if config.get("lmod_cache") and cache_stale(os.path.join(root, CURRENT), config["lmod_cache"]):
                 refresh_lmod_cache(config["lmod_cache"], old["modulepath"])
             return PublishResult(generation=current, root=root, path=os.path.join(gens, str(current)),
                                  changed=False, modules=old.get("modules", 0), notes=old.get("notes", []),
@@ -326,40 +324,3 @@ def live_prefixes(root, skip=()):
         raise ModulesError(f"module tree generation {unknown[0]} in {generations.directory} has no manifest, so what it "
                            "references is unknown; remove that generation or publish again")
     return live
-
-
-def find_lmod_cache_script():
-    candidates = [os.path.join(os.environ["LMOD_DIR"], _LMOD_CACHE_SCRIPT)] if os.environ.get("LMOD_DIR") else []
-    candidates += [shutil.which(_LMOD_CACHE_SCRIPT) or ""] + [os.path.join(d, _LMOD_CACHE_SCRIPT) for d in _LMOD_DIRS]
-    for path in candidates:
-        if path and os.access(path, os.X_OK):
-            return path
-    raise ModulesError(f"modules.lmod_cache is set but Lmod's {_LMOD_CACHE_SCRIPT} was not found; set LMOD_DIR "
-                       "to Lmod's libexec directory, or remove modules.lmod_cache")
-
-
-def _cache_paths(modulepath):
-    """The trees Lmod's spider cache covers: the Lua tree, else the Tcl one."""
-    return [modulepath.get("lua") or modulepath["tcl"]]
-
-
-def refresh_lmod_cache(cache_dir, modulepath):
-    """Rebuild Lmod's system spider cache in ``cache_dir`` for the published trees (format -> path)."""
-    cache_dir = os.path.abspath(cache_dir)
-    os.makedirs(cache_dir, exist_ok=True)
-    cmd = [find_lmod_cache_script(), "-d", cache_dir, "-t", os.path.join(cache_dir, "timestamp"),
-           ":".join(_cache_paths(modulepath))]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-10:])
-        raise ModulesError(f"the module tree was published, but refreshing the Lmod spider cache in {cache_dir} "
-                           f"failed ({' '.join(cmd)}):\n{tail}\nUntil it is refreshed, 'module avail' shows a "
-                           "stale tree: fix the error and publish again, or remove the cache directory")
-
-
-def _cache_stale(root, cache_dir):
-    try:
-        stamp = os.stat(os.path.join(cache_dir, "timestamp")).st_mtime
-    except FileNotFoundError:
-        return True
-    return stamp <= os.lstat(os.path.join(root, CURRENT)).st_mtime   # equal: a coarse clock, refresh
