@@ -123,3 +123,31 @@ def test_report_without_a_sync_says_so(tmp_path):
     assert proc.returncode != 0 and not (tmp_path / "store").exists()
     assert f"no build report yet in the store {tmp_path / 'store'}" in proc.stderr
     assert f"'sitedist sync {config}'" in proc.stderr
+
+
+
+def test_a_fresh_store_starts_the_build_its_recipe_estimates_longest(tmp_path):
+    """Before a store has timed any build, the recipes' build_estimate orders the ready builds (critical
+    path first): with one slot, 'omega' (estimated 600 s) starts before 'alpha', which comes first
+    without an estimate."""
+    def order(estimates, name):
+        recipes = tmp_path / name / "recipes"
+        write(recipes / "src" / "README", "a local source directory\n")
+        for pkg in ("alpha", "omega"):
+            write(recipes / f"{pkg}.yml", f"""
+                name: {pkg}
+                versions:
+                  "1.0": {{path: src}}
+                build: commands
+                {f"build_estimate: {estimates[pkg]}" if pkg in estimates else ""}
+                commands:
+                  - mkdir -p "$PREFIX/bin" && touch "$PREFIX/bin/{pkg}"
+                """)
+        config = site_config(tmp_path / name, {"alpha": None, "omega": None}, recipes=[recipes])
+        run_cli("sync", "-j", "1", "--progress", "quiet", config)
+        report = json.loads(run_cli("report", config, "--json").stdout)
+        return [n for _, n in sorted((p["start"], name_of(p)) for p in report["packages"]
+                                     if name_of(p) in ("alpha", "omega"))]
+
+    assert order({}, "none") == ["alpha", "omega"]
+    assert order({"omega": 600}, "estimated") == ["omega", "alpha"]

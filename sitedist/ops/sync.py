@@ -224,7 +224,7 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None, execut
         Job(key=n.key, deps=tuple(d.key for d in n.all_deps() + n.deps.get("host", []) + n.deps.get("tools", [])
                                 if d.key in todo_keys),
             run=(lambda c, n=n: fetch_or_build(ctx, builder, n, c)), label=n.label,
-            estimate=known.get(n.label, 10.0) if n.kind == "package" else 0.01,
+            estimate=estimate(n, known),
             max_jobs=0 if (n.recipe is None or n.recipe.parallel) else 1)
         for n in todo
     ]
@@ -237,6 +237,15 @@ def build_missing(ctx, jobs, keep_going=False, events=None, on_wait=None, execut
     for key in result.succeeded:
         ctx.states[key] = "complete"
     return result
+
+
+def estimate(node, known):
+    """Seconds a build is expected to take, for the scheduler's priority: its last build's time in this
+    store, else its recipe's build_estimate, else 10 (a fresh store would otherwise start the longest
+    build, e.g. OpenBLAS, last among its equals)."""
+    if node.kind != "package":
+        return 0.01
+    return known.get(node.label) or (node.recipe and node.recipe.build_estimate) or 10.0
 
 
 def past_durations(store):

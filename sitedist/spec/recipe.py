@@ -37,6 +37,7 @@ class Recipe:
     patches: list = field(default_factory=list)  # [(absolute path, strip)]
     env: dict = field(default_factory=dict)
     parallel: bool = True
+    build_estimate: float = None   # seconds, for the scheduler's order before the store has timed a build
     raw: dict = None
     tools: list = field(default_factory=list)  # [(name, version constraint or None)] named by the recipe
     imports: tuple = ()        # build: python: the modules imported after install (admin_docs/python.md)
@@ -145,6 +146,7 @@ def load_recipe(path, expected_name=None, cache=None):
         patches=patches,
         env={k: dict(v) for k, v in (doc.get("env") or {}).items()},
         parallel=doc.get("parallel", True),
+        build_estimate=doc.get("build_estimate"),
         raw=doc,
         tools=[(t, None) if isinstance(t, str) else (t["name"], t.get("version"))
                for t in doc.get("tools") or []],

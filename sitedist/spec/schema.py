@@ -313,6 +313,9 @@ RECIPE = {
         "pre_build": _strings,
         "post_install": _strings,
         "parallel": {"type": "boolean"},
+        # Roughly how many seconds a build takes: the scheduler's priority (critical path first) until the
+        # store's build reports have timed one (admin_docs/recipes.md). Not part of the artifact's id.
+        "build_estimate": {"type": "number", "exclusiveMinimum": 0},
         "options": {
             "type": "object",
             "propertyNames": {"pattern": NAME},
