@@ -1,7 +1,8 @@
 """Lmod's system spider cache for a published module tree (``modules.lmod_cache``).
 
 Refreshed after every publish and rollback that switches the tree; fresh when its timestamp file is newer
-than the tree's ``current`` link.
+than the tree's ``current`` link. Beside it, ``lmodrc.lua`` names the cache for Lmod (``scDescriptT``): a
+site points ``LMOD_RC`` at it (admin_docs/modules.md, "The Lmod spider cache").
 """
 
 import os
@@ -9,6 +10,9 @@ import shutil
 import subprocess
 
 from sitedist.errors import ModulesError
+from sitedist.modules.render import lua_string
+
+LMODRC = "lmodrc.lua"
 
 _LMOD_CACHE_SCRIPT = "update_lmod_system_cache_files"
 _LMOD_DIRS = ("/usr/share/lmod/lmod/libexec", "/opt/apps/lmod/lmod/libexec", "/usr/local/lmod/lmod/libexec")
@@ -41,6 +45,30 @@ def refresh_lmod_cache(cache_dir, modulepath):
         raise ModulesError(f"the module tree was published, but refreshing the Lmod spider cache in {cache_dir} "
                            f"failed ({' '.join(cmd)}):\n{tail}\nUntil it is refreshed, 'module avail' shows a "
                            "stale tree: fix the error and publish again, or remove the cache directory")
+    write_lmodrc(cache_dir)
+
+
+def lmodrc_text(cache_dir):
+    """The ``lmodrc.lua`` that makes Lmod read the system spider cache in ``cache_dir``."""
+    return ("-- Lmod's system spider cache of a sitedist module tree: name this file in LMOD_RC.\n"
+            f"scDescriptT = {{\n  {{ dir = {lua_string(cache_dir)}, "
+            f"timestamp = {lua_string(os.path.join(cache_dir, 'timestamp'))} }},\n}}\n")
+
+
+def write_lmodrc(cache_dir):
+    """Write ``cache_dir/lmodrc.lua`` unless it already says the same (a reader never sees half a file)."""
+    path, text = os.path.join(cache_dir, LMODRC), lmodrc_text(cache_dir)
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return
+    except FileNotFoundError:
+        pass
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)   # every user's Lmod reads it
+    os.replace(tmp, path)
 
 
 def cache_stale(current, cache_dir):

@@ -1,0 +1,92 @@
+"""Lmod's system spider cache (``modules.lmod_cache``) with real Lmod: after a publish and after a rollback
+Lmod answers from the cache sitedist wrote (not from a walk of the tree), and what users get from
+``module avail``, ``module spider`` and ``module load`` is the same with the cache, with cached loads and
+without the cache."""
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from modtools import LMOD_INIT, ModuleShell, make_prefix
+
+from sitedist.modules import ModuleEntry, publish, rollback
+from sitedist.modules.lmod_cache import LMODRC
+
+pytestmark = pytest.mark.skipif(not os.path.isfile(LMOD_INIT), reason="Lmod is not installed")
+
+
+def entry(store, name, version, **kw):
+    aid = hashlib.sha256(f"{name}/{version}".encode()).hexdigest()[:32]
+    prefix, subdirs = make_prefix(store, name, version, aid)
+    return ModuleEntry(name=name, version=version, prefix=prefix, artifact_id=aid, subdirs=subdirs,
+                       description=f"{name} for tests", **kw)
+
+
+def shells(tmp_path, modulepath, rc):
+    """Lmod with the cache, with the cache and cached loads, and without it; each with a HOME of its own
+    (Lmod keeps a user cache there)."""
+    out = {}
+    for label, env in [("cache", {"LMOD_RC": str(rc)}), ("cached loads", {"LMOD_RC": str(rc), "LMOD_CACHED_LOADS": "yes"}),
+                       ("no cache", {})]:
+        home = tmp_path / f"home-{label.replace(' ', '-')}"
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir()
+        out[label] = ModuleShell.lmod(modulepath, home, env)
+    return out
+
+
+def answers(sh):
+    r = sh.run("module avail 2>&1; echo '<<SPIDER'; module spider tool 2>&1; module spider lib/1.0 2>&1; "
+               "module load tool lib; snap loaded; module -t list 2>&1")
+    env = {k: v for k, v in r.snaps["loaded"].items()
+           if k not in ("HOME", "PWD", "OLDPWD") and not k.startswith(("_ModuleTable", "__LMOD", "LMOD_"))}
+    return r.stdout, env
+
+
+def stray_module(generation_dir):
+    """A modulefile put into the published tree behind sitedist's back (and so behind the cache's)."""
+    tool = Path(generation_dir) / "lmod" / "tool"
+    stray = tool / "9.9.lua"
+    os.chmod(tool, 0o755)
+    stray.write_text((tool / "1.0.lua").read_text())
+    return stray
+
+
+def test_lmod_answers_from_the_cache_after_publish_and_rollback(tmp_path):
+    store = tmp_path / "store"
+    cache = tmp_path / "cache"
+    cfg = {"root": str(tmp_path / "modules"), "formats": ["lua"], "layout": "flat", "lmod_cache": str(cache)}
+    first = [entry(store, "tool", "1.0"), entry(store, "lib", "1.0")]
+    second = first + [entry(store, "tool", "2.0")]
+    publish(first, cfg)
+    result = publish(second, cfg)
+    rc = cache / LMODRC
+    assert rc.is_file(), "the publish writes the lmodrc.lua that names the cache"
+
+    for step in ("publish", "rollback"):
+        by = shells(tmp_path, result.modulepath["lua"], rc)
+        seen = {label: answers(sh) for label, sh in by.items()}
+        # the same answers with the cache, with cached loads and without the cache
+        assert seen["cache"] == seen["cached loads"] == seen["no cache"], step
+        out, env = seen["cache"]
+        versions = ["1.0", "2.0"] if step == "publish" else ["1.0"]
+        assert f"tool/{versions[-1]}" in out.split("<<SPIDER")[0]
+        assert ("tool/2.0" in out) == (step == "publish"), out
+        assert env["TOOL_ROOT"] == entry(store, "tool", versions[-1]).prefix, step
+        # Lmod answers from the cache, not from the tree: a module added behind the cache's back is not
+        # seen with the cache, and is seen without it (so a cache that Lmod ignored fails here)
+        stray = stray_module(os.path.realpath(tmp_path / "modules" / "current"))
+        try:
+            assert "tool/9.9" in by["no cache"].run("module avail tool 2>&1").stdout
+            assert by["no cache"].run("module load tool/9.9").returncode == 0
+            # cached loads find modules in the cache alone
+            assert by["cached loads"].run("module load tool/9.9", check=False).returncode != 0, step
+            for label in ("cache", "cached loads"):
+                assert "tool/9.9" not in by[label].run("module avail tool 2>&1; module spider tool 2>&1").stdout, \
+                    (step, label)
+        finally:
+            stray.unlink()
+        if step == "publish":
+            assert rollback(cfg["root"]) == 1
