@@ -6,17 +6,21 @@ time (user + system, median) and peak RSS (of the process, from ``wait4``), and 
 10,000; the load average is reported beside them. Both after one run that
 warms the user's caches (the plan cache, the documents cache, the probe), as every sync after the first.
 
-Users: a 10,000-module tree (bench_modules' synthetic entries: 2,500 packages of 4 versions, Lua and Tcl)
-published with ``modules.lmod_cache``; then real Lmod's ``module avail``, ``module spider NAME`` and
-``module load NAME``, with the spider cache sitedist wrote (``LMOD_RC`` naming it) and without, and
-Environment Modules 5's ``module avail`` and ``module load NAME`` on the Tcl tree. Each command is a new
-``bash`` that sources the tool's init script (its start-up is measured alone too: ``init only``), with
-``HOME`` set to an empty directory so no user cache counts; median of 3.
+Users: 1,000- and 10,000-module trees (bench_modules' synthetic entries: packages of 4 versions, Lua and
+Tcl, a third of them hidden dependencies) published with ``modules.lmod_cache``; then real Lmod's
+``module avail``, ``module spider NAME`` and ``module load NAME`` with the spider cache sitedist wrote
+(``LMOD_RC`` naming the ``lmodrc.lua`` beside it), with the cache and ``LMOD_CACHED_LOADS=yes``, and
+without a cache, and Environment Modules 5's ``module avail [NAME]`` and ``module load NAME`` on the Tcl
+tree. Each command is a new ``bash`` that sources the tool's init script (its start-up is measured alone
+too: ``init only``), with a new empty ``HOME`` every run so no user cache of Lmod's counts; median of 3 of
+the wall time and of the CPU time of the whole process tree (user + system, from ``wait4``). Each output
+is checked (avail lists the tree, spider finds the name, the load loaded), and avail's and spider's are
+the same with and without the cache. Also: the size of the cache and the CPU time of refreshing it.
 
 The 10,000-package store is built once (about 20 minutes on 2 CPUs) in
-``$TMPDIR/sitedist-bench-sync-g1-s1-n10000``; the module tree is kept in ``$TMPDIR/sitedist-bench-scale``.
+``$TMPDIR/sitedist-bench-sync-g1-s1-n10000``; the module trees are kept in ``$TMPDIR/sitedist-bench-scale-N``.
 
-    python bench/bench_scale.py [--runs N] [--no-users]
+    python bench/bench_scale.py [--runs N] [--no-users | --users-only]
 """
 
 import argparse
@@ -28,8 +32,9 @@ import sys
 import tempfile
 import time
 
-import bench_sync
-from timing import sitedist_command
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # this checkout's sitedist
+import bench_sync  # noqa: E402
+from timing import sitedist_command  # noqa: E402
 
 NOOP_TARGET = 1.0
 DRY_RUN_TARGET = 1.0
@@ -76,73 +81,128 @@ def admin_figures(n, runs):
             "load_average": round(os.getloadavg()[0], 1)}
 
 
-def publish_tree(directory, n=10_000):
-    """A published n-module tree with an Lmod spider cache, kept in ``directory``; returns its root."""
+def publish_tree(n):
+    """A published n-module tree (Lua and Tcl) with sitedist's Lmod spider cache, kept in
+    ``$TMPDIR/sitedist-bench-scale-N``; returns (directory, module root, CPU seconds of the cache refresh)."""
     from bench_modules import synthetic_entries
 
     from sitedist.modules import publish
+    from sitedist.modules.lmod_cache import LMODRC
 
+    directory = os.path.join(tempfile.gettempdir(), f"sitedist-bench-scale-{n}")
     root, cache = os.path.join(directory, "modules"), os.path.join(directory, "lmod-cache")
-    if not os.path.islink(os.path.join(root, "current")):
+    if not (os.path.islink(os.path.join(root, "current")) and os.path.isfile(os.path.join(cache, LMODRC))):
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory)
         publish(synthetic_entries(n), {"root": root, "formats": ["lua", "tcl"], "layout": "flat",
                                        "disambiguate": ["toolchain"], "keep": 2, "lmod_cache": cache})
-    with open(os.path.join(directory, "lmodrc.lua"), "w") as f:
-        f.write(f'scDescriptT = {{ {{ ["dir"] = "{cache}", ["timestamp"] = "{cache}/timestamp" }} }}\n')
-    return root
+    return directory, root, cache
 
 
-def shell_times(init, setup, commands, runs, env):
-    """{label: median seconds} of ``bash -c 'source INIT; SETUP; COMMAND'`` per command."""
-    out = {}
-    for label, command in [("init only", "true")] + commands:
-        script = f"source {init} >/dev/null 2>&1; {setup}; {command} >/dev/null 2>&1"
-        times = []
-        for _ in range(runs):
-            began = time.perf_counter()
-            subprocess.run(["bash", "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            times.append(time.perf_counter() - began)
-        out[label] = round(statistics.median(times), 3)
-    return out
+def refresh_cpu(root, cache):
+    """CPU seconds of refreshing the spider cache of ``root`` (what modules.lmod_cache adds to a publish)."""
+    from sitedist.modules.lmod_cache import refresh_lmod_cache
+
+    before = os.times()
+    refresh_lmod_cache(cache, {"lua": os.path.join(root, "lmod")})
+    after = os.times()
+    return round(after.children_user + after.children_system - before.children_user - before.children_system, 3)
 
 
-def user_figures(runs):
-    directory = os.path.join(tempfile.gettempdir(), "sitedist-bench-scale")
-    root = publish_tree(directory)
+def shell_run(init, setup, command, env):
+    """(wall, CPU seconds of the whole process tree, output) of ``bash -c 'source INIT; SETUP; COMMAND'``,
+    with a new empty HOME (no user cache of Lmod's counts)."""
     home = tempfile.mkdtemp(prefix="bench-scale-home-")
     try:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "LANG": "C"}
-        name = "pkg01234"
-        lmod = [("avail", "module avail"), ("spider", f"module spider {name}"), ("load", f"module load {name}")]
-        figures = {}
-        if os.path.isfile(LMOD_INIT):
-            cached = shell_times(LMOD_INIT, f"export LMOD_RC={directory}/lmodrc.lua; module use {root}/lmod",
-                                 lmod, runs, env)
-            plain = shell_times(LMOD_INIT, f"module use {root}/lmod", lmod, runs, env)
-            figures.update({f"lmod_{k.replace(' ', '_')}_cache_s": v for k, v in cached.items()})
-            figures.update({f"lmod_{k.replace(' ', '_')}_no_cache_s": v for k, v in plain.items()})
-        if os.path.isfile(EM5_INIT):
-            em5 = shell_times(EM5_INIT, f"module use {root}/tcl",
-                              [("avail", "module avail"), ("avail name", f"module avail {name}"),
-                               ("load", f"module load {name}")], runs, env)
-            figures.update({f"em5_{k.replace(' ', '_')}_s": v for k, v in em5.items()})
-        return figures
+        script = f"source {init} >/dev/null 2>&1; {setup}; {command}"
+        began = time.perf_counter()
+        proc = subprocess.Popen(["bash", "--noprofile", "--norc", "-c", script], env={**env, "HOME": home},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = proc.stdout.read().decode(errors="replace")
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - began
+        proc.stdout.close()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{script} exited {os.waitstatus_to_exitcode(status)}:\n{out[-2000:]}")
+        return wall, usage.ru_utime + usage.ru_stime, out
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def main(runs=5, users=True):
-    small, big = admin_figures(1000, runs), admin_figures(10_000, runs)
+def shell_times(init, setup, commands, runs, env):
+    """{label: (median wall, median CPU, output)} per (label, command, text its output must hold)."""
+    out = {}
+    for label, command, expected in [("init only", "true", "")] + commands:
+        results = [shell_run(init, setup, command, env) for _ in range(runs)]
+        text = results[-1][2]
+        if expected not in text:
+            raise RuntimeError(f"{command} ({setup}): {expected!r} not in its output:\n{text[-2000:]}")
+        out[label] = (statistics.median(r[0] for r in results), statistics.median(r[1] for r in results), text)
+    return out
+
+
+def user_figures(n, runs):
+    """Lmod with sitedist's spider cache, with the cache and LMOD_CACHED_LOADS=yes, and without a cache;
+    Environment Modules 5 on the Tcl tree; wall and CPU seconds of each command."""
+    directory, root, cache = publish_tree(n)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C", "TERM": "dumb"}
+    name = f"pkg{n // 8:05d}"   # a package in the middle of the tree; its default version needs another module
+    loaded = f'module load {name} 2>&1 && [ -n "$LOADEDMODULES" ] && echo LOADED'
+    lmod = [("avail", "module avail 2>&1", "pkg00000/"), ("spider", f"module spider {name} 2>&1", f"{name}/"),
+            ("load", loaded, "LOADED")]
+    figures = {"load_average_users": round(os.getloadavg()[0], 1)}
+
+    def record(prefix, times):
+        for label, (wall, cpu, _) in times.items():
+            key = label.replace(" ", "_")
+            figures[f"{prefix}_{key}_s"] = round(wall, 3)
+            figures[f"{prefix}_{key}_cpu_s"] = round(cpu, 3)
+
+    if os.path.isfile(LMOD_INIT):
+        rc = os.path.join(cache, "lmodrc.lua")
+        use = f"module use {root}/lmod"
+        cached = shell_times(LMOD_INIT, f"export LMOD_RC={rc}; {use}", lmod, runs, env)
+        loads = shell_times(LMOD_INIT, f"export LMOD_RC={rc} LMOD_CACHED_LOADS=yes; {use}", lmod, runs, env)
+        plain = shell_times(LMOD_INIT, use, lmod, runs, env)
+        for label in ("avail", "spider"):   # the cache changes how fast, not what users see
+            if not cached[label][2] == loads[label][2] == plain[label][2]:
+                raise RuntimeError(f"module {label} differs with and without the spider cache")
+        for prefix, times in (("lmod_cache", cached), ("lmod_cached_loads", loads), ("lmod_no_cache", plain)):
+            record(prefix, times)
+        figures["lmod_cache_mb"] = round(os.path.getsize(os.path.join(cache, "spiderT.lua")) / 1e6, 1)
+        figures["lmod_cache_refresh_cpu_s"] = refresh_cpu(root, cache)
+    if os.path.isfile(EM5_INIT):
+        em5 = shell_times(EM5_INIT, f"module use {root}/tcl",
+                          [("avail", "module avail 2>&1", "pkg00000/"),
+                           ("avail name", f"module avail {name} 2>&1", f"{name}/"),
+                           ("load", loaded, "LOADED")], runs, env)
+        record("em5", em5)
+    return figures
+
+
+def all_user_figures(runs):
+    """user_figures at 1,000 and 10,000 modules, keys ending in _1k and _10k, and the growth of each."""
+    small, big = user_figures(1000, runs), user_figures(10_000, runs)
     figures = {f"{k}_1k": v for k, v in small.items()}
     figures.update({f"{k}_10k": v for k, v in big.items()})
     for k in small:
-        if k != "load_average":
-            figures[f"{k}_growth"] = round(big[k] / small[k], 2) if small[k] else None
-    figures.update({"noop_target_s": NOOP_TARGET, "dry_run_target_s": DRY_RUN_TARGET, "rss_target_mb": RSS_TARGET_MB,
-                    "avail_target_s": AVAIL_TARGET})
+        if not k.startswith("load_average") and small[k]:
+            figures[f"{k}_growth"] = round(big[k] / small[k], 1)
+    return figures
+
+
+def main(runs=5, users=True, admins=True):
+    figures = {"noop_target_s": NOOP_TARGET, "dry_run_target_s": DRY_RUN_TARGET, "rss_target_mb": RSS_TARGET_MB,
+               "avail_target_s": AVAIL_TARGET}
+    if admins:
+        small, big = admin_figures(1000, runs), admin_figures(10_000, runs)
+        figures.update({f"{k}_1k": v for k, v in small.items()})
+        figures.update({f"{k}_10k": v for k, v in big.items()})
+        for k in small:
+            if k != "load_average":
+                figures[f"{k}_growth"] = round(big[k] / small[k], 2) if small[k] else None
     if users:
-        figures.update(user_figures(max(1, min(runs, 3))))
+        figures.update(all_user_figures(max(1, min(runs, 3))))
     return figures
 
 
@@ -150,7 +210,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-users", action="store_true", help="skip the module tools' figures")
+    parser.add_argument("--users-only", action="store_true", help="only the module tools' figures")
     args = parser.parse_args()
-    for key, value in main(args.runs, not args.no_users).items():
-        print(f"{key:>28}: {value}")
+    for key, value in main(args.runs, not args.no_users, not args.users_only).items():
+        print(f"{key:>36}: {value}")
     sys.exit(0)
