@@ -30,6 +30,16 @@ BOOKKEEPING_PREFIXES = ("_ModuleTable", "__LMOD", "_LMFILES_", "LOADEDMODULES", 
                         "LMOD_FAMILY_", "MODULES_FAMILY_")
 
 
+def tree_files(root, pattern="*"):
+    """The files under a published module tree matching ``pattern`` (fnmatch, on the file name), as
+    paths through ``root``: a generation's trees are symlinks to shared content directories, which
+    ``Path.rglob`` does not enter (``module`` does)."""
+    import fnmatch
+
+    return sorted(Path(dirpath, name) for dirpath, _, names in os.walk(root, followlinks=True)
+                  for name in names if fnmatch.fnmatch(name, pattern))
+
+
 @dataclass
 class ShellResult:
     returncode: int

@@ -20,6 +20,7 @@ import subprocess
 import pytest
 
 from conftest import RECIPES, SOURCES, run_cli, tree_digest, write
+from modtools import tree_files
 
 from sitedist.core.hashing import artifact_id
 from sitedist.core.history import history_dir
@@ -270,7 +271,7 @@ def test_history_three_commits_and_back_to_v1_without_building(tmp_path):
     # The module tree is v1's again: t2 is gone, t1 and t0 point at v1's artifacts.
     v1_lock = json.loads(gzip.open(next((tmp_path / "store" / ".sitedist" / "history").glob("*/1.lock.json.gz"))).read())
     v1_ids = {e["name"]: e["id"] for e in v1_lock["artifacts"].values()}
-    lua = {str(p.relative_to(modules / "lmod")): p.read_text() for p in (modules / "lmod").rglob("*.lua")}
+    lua = {str(p.relative_to(modules / "lmod")): p.read_text() for p in tree_files(modules / "lmod", "*.lua")}
     assert not any(name.startswith("t2") for name in lua) and any(name.startswith("t1") for name in lua), lua
     text = "\n".join(lua.values())
     assert v1_ids["t1"] in text and v1_ids["t0"] in text and "t2" not in text
@@ -429,6 +430,6 @@ def test_back_to_a_collected_sync_builds_it_from_its_commit(tmp_path):
     out = subprocess.run([str(tmp_path / "store" / next(k for k in v1 if k.startswith("t0/")) / "bin" / "t0")],
                          capture_output=True, text=True).stdout
     assert out == "t0\n", "v1's recipe built it, not today's"
-    text = "\n".join(p.read_text() for p in (modules / "lmod").rglob("*.lua"))
+    text = "\n".join(p.read_text() for p in tree_files(modules / "lmod", "*.lua"))
     assert all(k.split("-")[-1] in text for k in gone)
     assert open(repo / "recipes" / "t0.yml").read().count("echo t0 v2") == 1, "the work tree is untouched"

@@ -4,7 +4,7 @@ import hashlib
 import subprocess
 
 import pytest
-from modtools import ModuleShell, em5_init, make_prefix, user_env, TCLINT  # noqa: F401  (em5_init is a fixture)
+from modtools import ModuleShell, em5_init, make_prefix, tree_files, user_env, TCLINT  # noqa: F401  (em5_init is a fixture)
 
 from sitedist.errors import ModulesError
 from sitedist.modules import ModuleEntry, publish
@@ -176,7 +176,7 @@ def test_flat_trees_pass_lmod_syntax_check_and_tclint(tmp_path, stack):
         r = ModuleShell.lmod(result.modulepath[fmt], tmp_path).run(
             f"$LMOD_DIR/check_module_tree_syntax {result.modulepath[fmt]} 2>&1")
         assert "No errors found" in r.stdout
-    tcl_files = [str(p) for p in (tmp_path / "modules/tcl").resolve().rglob("*") if p.is_file()]
+    tcl_files = [str(p) for p in tree_files(tmp_path / "modules/tcl")]
     assert len(tcl_files) == len(stack) + 2   # and the .modulerc of zlib (hidden) and tool (default)
     proc = subprocess.run([TCLINT, *tcl_files], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

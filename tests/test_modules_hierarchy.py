@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from modtools import LMOD_INIT, ModuleShell, em5_init, make_host_prefix, make_prefix, user_env, TCLINT  # noqa: F401
+from modtools import LMOD_INIT, ModuleShell, em5_init, make_host_prefix, make_prefix, tree_files, user_env, TCLINT  # noqa: F401
 
 from sitedist.modules import ModuleEntry, publish
 
@@ -148,7 +148,7 @@ def test_trees_pass_lmod_syntax_check_and_tclint(published, tmp_path):
         sh = ModuleShell.lmod(result.modulepath[fmt], tmp_path)
         r = sh.run(f"$LMOD_DIR/check_module_tree_syntax {result.modulepath[fmt]} 2>&1")
         assert "No errors found" in r.stdout
-    tcl_files = [str(p) for p in Path(result.path, "tcl").rglob("*") if p.is_file()]
+    tcl_files = [str(p) for p in tree_files(Path(result.path, "tcl"))]
     assert len(tcl_files) >= 7
     proc = subprocess.run([TCLINT, *tcl_files], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

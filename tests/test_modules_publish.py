@@ -3,6 +3,7 @@ published tree untouched, rollback, pruning and GC roots, users' loaded environm
 Lmod spider cache, and site templates."""
 
 import hashlib
+import json
 import os
 import pickle
 import subprocess
@@ -81,18 +82,30 @@ def test_unchanged_inputs_publish_nothing_and_changes_reuse_unchanged_files(tmp_
     first = publish(entries, cfg)
     assert (first.generation, first.changed, first.reused) == (1, True, 0)
     assert first.rendered == 3 * 2 + 2   # three modules and one .modulerc, in two formats
+    assert (first.written_dirs, first.links) == (4, 4)   # zlib and tool, in two formats
     before = tree_checksum(tmp_path / "modules")
     again = publish(list(reversed(entries)), cfg)
     assert (again.generation, again.changed, again.rendered) == (1, False, 0)
     assert tree_checksum(tmp_path / "modules") == before
 
+    content = tmp_path / "modules/content"
+    old_dirs = set(os.listdir(content))
     changed = [entries[0], entries[1], store.entry("tool", "2.0", tag="rebuilt")]
     second = publish(changed, cfg)
-    assert (second.generation, second.rendered, second.reused) == (2, 2, 6)
+    # only the changed name's directory is written (its two versions and .modulerc, in each format);
+    # zlib's is linked from generation 1
+    assert (second.generation, second.written_dirs, second.linked_dirs) == (2, 2, 2)
+    assert (second.rendered, second.reused) == (6, 2)
+    new_dirs = set(os.listdir(content)) - old_dirs
+    assert len(new_dirs) == 2 and old_dirs <= set(os.listdir(content))
     g1, g2 = Path(first.path), Path(second.path)
+    assert os.readlink(g1 / "lmod/zlib") == os.readlink(g2 / "lmod/zlib")
+    assert os.path.basename(os.readlink(g2 / "tcl/tool")) in new_dirs
+    assert os.path.basename(os.readlink(g2 / "lmod/tool")) in new_dirs
     assert os.stat(g1 / "lmod/zlib/1.3.lua").st_ino == os.stat(g2 / "lmod/zlib/1.3.lua").st_ino
     assert os.stat(g1 / "tcl/tool/2.0").st_ino != os.stat(g2 / "tcl/tool/2.0").st_ino
     assert changed[2].prefix in (g2 / "lmod/tool/2.0.lua").read_text()
+    assert entries[2].prefix in (g1 / "lmod/tool/2.0.lua").read_text()   # generation 1 is untouched
 
 
 def test_name_clash_is_an_error_naming_both_and_leaves_the_tree_untouched(tmp_path, store):
@@ -123,10 +136,14 @@ def test_rollback_switches_to_the_previous_generation(tmp_path, store):
     cfg = config(tmp_path, keep=3)
     v1 = [store.entry("app", "1.0", tag="a")]
     v2 = [store.entry("app", "1.0", tag="b")]
-    publish(v1, cfg)
+    first = publish(v1, cfg)
     publish(v2, cfg)
     sh = ModuleShell.lmod(f"{tmp_path}/modules/lmod", tmp_path)
     assert sh.run("module load app; snap s").snaps["s"]["APP_ROOT"] == v2[0].prefix
+    # the old generation, which shares nothing with the new one but the content nobody changed, still
+    # loads the old build
+    old = ModuleShell.lmod(f"{first.path}/lmod", tmp_path)
+    assert old.run("module load app; snap s").snaps["s"]["APP_ROOT"] == v1[0].prefix
     assert rollback(cfg["root"]) == 1
     assert sh.run("module load app; snap s").snaps["s"]["APP_ROOT"] == v1[0].prefix
     assert [(g.number, g.current) for g in list_generations(cfg["root"])] == [(1, True), (2, False)]
@@ -147,6 +164,65 @@ def test_old_generations_are_pruned_and_kept_ones_are_gc_roots(tmp_path, store):
     assert [g.number for g in list_generations(cfg["root"])] == [3, 4]
     assert live_prefixes(cfg["root"]) == {common.prefix, apps[2].prefix, apps[3].prefix}
     assert sorted(os.listdir(tmp_path / "modules/generations")) == ["3", "4"]
+    # the content directories left are those the kept generations link: zlib's (shared by all four
+    # generations) and apps 2 and 3's, in each format
+    listed = set()
+    for n in ("3", "4"):
+        listed |= set(json.loads((tmp_path / "modules/generations" / n / "names.json").read_text()).values())
+    assert set(os.listdir(tmp_path / "modules/content")) == listed and len(listed) == 2 * 3
+
+
+CRASH = (f"import os, pickle, signal, sys\nsys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})\n"
+         "import importlib\npublishing = importlib.import_module('sitedist.modules.publish')\n"
+         "from sitedist.core.generations import Generations\n"
+         "def kill(*a, **k):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+         "if sys.argv[2] == 'commit':\n    Generations.commit = kill\n"
+         "else:\n    publishing._switch = kill\n"
+         "publishing.publish(*pickle.load(open(sys.argv[1], 'rb')))\n")
+
+
+@pytest.mark.parametrize("moment", ["commit", "switch"])
+def test_a_crash_between_writing_content_and_switching_leaves_the_tree_whole(tmp_path, store, moment):
+    """SIGKILL after the new content directories are written, before the generation is committed
+    ('commit') or before it is switched to ('switch'): users keep the old tree, and the next publish
+    neither trusts nor keeps what the crash left."""
+    cfg = config(tmp_path, formats=["lua"], keep=2)
+    lib = store.entry("lib", "1.0")
+    apps = {t: store.entry("app", "1.0", tag=t) for t in "abc"}
+    first = publish([lib, apps["a"]], cfg)
+    content = tmp_path / "modules/content"
+    before = set(os.listdir(content))
+    state = tmp_path / "b.pkl"
+    state.write_bytes(pickle.dumps(([lib, apps["b"]], cfg)))
+    helper = tmp_path / "crash.py"
+    helper.write_text(CRASH)
+    proc = subprocess.run([sys.executable, str(helper), str(state), moment], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    left = set(os.listdir(content)) - before
+    assert len(left) == 1   # app's new directory, written and flushed, not linked by 'current'
+    assert os.readlink(tmp_path / "modules/current") == "generations/1"
+    sh = ModuleShell.lmod(f"{tmp_path}/modules/lmod", tmp_path)
+    assert sh.run("module load app; snap s").snaps["s"]["APP_ROOT"] == apps["a"].prefix
+    # What the crash left is trusted only where a committed generation lists it ('switch': generation 2
+    # was flushed and committed). Spoil it where none does, and publish again
+    (leftover,) = left
+    if moment == "commit":
+        for name in os.listdir(content / leftover):
+            (content / leftover / name).write_text("-- spoiled by a crash\n")
+    second = publish([lib, apps["b"]], cfg)
+    assert second.generation == (2 if moment == "commit" else 3)
+    r = sh.run("module load app lib; snap s")
+    assert r.snaps["s"]["APP_ROOT"] == apps["b"].prefix and r.snaps["s"]["LIB_ROOT"] == lib.prefix
+    if moment == "commit":   # not listed by any generation: rewritten
+        assert second.written_dirs == 1 and second.linked_dirs == 1
+    third = publish([lib, apps["c"]], cfg)
+    assert third.pruned
+    listed = set()
+    for n in os.listdir(tmp_path / "modules/generations"):
+        listed |= set(json.loads((tmp_path / "modules/generations" / n / "names.json").read_text()).values())
+    assert set(os.listdir(content)) == listed   # nothing the crash left stays behind
+    assert rollback(cfg["root"]) == second.generation   # and the kept one before it still loads
+    assert sh.run("module load app; snap s").snaps["s"]["APP_ROOT"] == apps["b"].prefix
 
 
 def test_modulepath_lines_name_the_stable_roots(tmp_path):
@@ -278,5 +354,5 @@ def test_tree_is_readable_by_users_whatever_the_publishers_umask(tmp_path, store
     finally:
         os.umask(old)
     assert os.stat(Path(result.path) / "lmod/tool/1.0.lua").st_mode & 0o777 == 0o644
-    for d in ("lmod/tool", "lmod", "", ".."):
+    for d in ("lmod/tool", "lmod", "", "..", "../../content"):
         assert os.stat(Path(result.path) / d).st_mode & 0o777 == 0o755, d

@@ -1,32 +1,48 @@
-"""Publishing module trees atomically, in generations.
+"""Publishing module trees atomically, in generations that share what did not change.
 
 Layout of ``modules.root``::
 
+    content/<digest>/               one module name's directory (in one format, at one level): its
+                                    modulefiles and its .modulerc, named by a digest of everything they
+                                    are rendered from; written once, never changed, shared by every
+                                    generation that links it
     generations/<N>/manifest.json   what generation N is: its inputs' digest and the artifact prefixes it
                                     references (each generation is a GC root)
-    generations/<N>/files.json      each file's content key, for reuse by the next generation
-    generations/<N>/lmod/, tcl/     the trees
+    generations/<N>/names.json      each name directory of generation N -> its content digest
+    generations/<N>/lmod/, tcl/     the trees: level directories of symlinks, one per module name, e.g.
+                                    lmod/Core/zlib -> ../../../../content/<digest>
+    generations/<N>/catalog/        the catalog page of this tree
     current -> generations/<N>      switched by one rename: users see the old tree or the new one
     lmod -> current/lmod            stable: what users put in MODULEPATH (hierarchical: lmod/Core)
     tcl -> current/tcl
 
-A generation is written under ``generations/.staging-<N>-<pid>`` (its manifest first, so that a GC running
-meanwhile keeps its prefixes), flushed to disk, renamed to ``generations/<N>`` and then switched to: the
-protocol of ``sitedist.core.generations.Generations``, the same as profiles'. Files whose content key
-equals the current generation's are hard-linked from it instead of rendered. Publishing inputs equal to
-the current generation's writes nothing.
+A publish whose inputs equal the current generation's writes nothing. Otherwise it plans the tree, and
+for each module name (in each format) computes the digest of what renders its directory: the planned
+modules of that name, its default and hidden versions, the templates, header and footer, the tree's path
+and this package's code. A name directory that a kept generation already has is linked, not written; only
+the others are rendered, into ``content/<digest>`` (after one change: the changed name's directory in
+each format). The new generation is then written under ``generations/.staging-<N>-<pid>`` (its manifest
+first, so that a GC running meanwhile keeps its prefixes), flushed to disk, renamed to ``generations/<N>``
+and switched to: the protocol of ``sitedist.core.generations.Generations``, the same as profiles'.
+
+A content directory is trusted only while a kept generation lists it in its names.json (it was flushed to
+disk before that generation was committed); any other directory under ``content/`` is what a crashed
+publish or a prune left, removed by the next publish. Directories that kept generations list are never
+written to or removed, so the current tree and every rollback target stay whole; pruning a generation
+removes the content directories no kept generation lists any more.
 """
 
 import hashlib
 import json
 import os
-import posixpath
 import shutil
 import time
+from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sitedist.core.durable import flush_tree, fsync_dir
 from sitedist.core.generations import Generations, point
 from sitedist.errors import ModulesError
 from sitedist.modules import catalog
@@ -35,11 +51,16 @@ from sitedist.modules.plan import plan_tree
 from sitedist.modules.render import FORMATS, Renderer, module_context
 
 GENERATIONS = "generations"
+CONTENT = "content"
 CURRENT = "current"
 MANIFEST = "manifest.json"
-FILES = "files.json"
+NAMES = "names.json"
 _CONFIG_KEYS = ("formats", "layout", "naming", "disambiguate", "defaults", "hide_implicit", "header", "footer",
                 "catalog", "target")
+_PACKAGE = Path(__file__).parent.parent
+# The code a modulefile's text depends on besides the templates: this package, and the names and checks
+# of the spec it uses (root_var, problem).
+_CODE = sorted(Path(__file__).parent.glob("*.py")) + [_PACKAGE / "spec" / "schema.py", _PACKAGE / "spec" / "text.py"]
 
 
 @dataclass
@@ -48,12 +69,16 @@ class PublishResult:
     root: str
     path: str                # the generation's directory
     changed: bool            # False: the inputs were the current generation's; nothing was written
-    rendered: int = 0        # files rendered
-    reused: int = 0          # files hard-linked (or copied) from the previous generation
+    rendered: int = 0        # modulefiles and .modulerc files rendered (in new content directories)
+    reused: int = 0          # files in the content directories linked from kept generations
     modules: int = 0         # modules in the tree (each in every format)
     notes: list = field(default_factory=list)   # name clashes resolved by modules.disambiguate
     modulepath: dict = field(default_factory=dict)   # format -> the stable MODULEPATH entry
     pruned: list = field(default_factory=list)  # generation numbers removed
+    written_dirs: int = 0    # content directories written (one per changed module name and format)
+    linked_dirs: int = 0     # content directories reused from kept generations
+    links: int = 0           # symbolic links the new generation's trees are made of
+    removed_dirs: int = 0    # content directories removed (no kept generation lists them)
 
 
 @dataclass
@@ -79,11 +104,17 @@ def modulepath_lines(config):
     return [f"module use {path}  # {tools[fmt]}" for fmt, path in modulepath_roots(config).items()]
 
 
-def inputs_digest(entries, config, template_digest):
-    """Digest of everything a tree is generated from (including this package's code)."""
+def code_digest():
+    """Digest of the code that modulefiles' text depends on, besides the templates."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for path in _CODE:
         h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def inputs_digest(entries, config, template_digest, code=None):
+    """Digest of everything a tree is generated from (including this package's code)."""
+    h = hashlib.sha256((code or code_digest()).encode())
     conf = {k: config.get(k) for k in _CONFIG_KEYS}
     conf["defaults"] = sorted((conf["defaults"] or {}).items())
     h.update(repr((os.path.abspath(config["root"]), sorted(conf.items()), template_digest)).encode())
@@ -99,13 +130,15 @@ def publish(entries, config, lock=nullcontext()):
     root = os.path.abspath(config["root"])
     formats = list(config.get("formats", ["lua", "tcl"]))
     renderer = Renderer(config.get("templates"))
-    digest = inputs_digest(entries, config, renderer.digest)
+    code = code_digest()
+    digest = inputs_digest(entries, config, renderer.digest, code)
     generations = _generations(root)
     gens = generations.directory
     with lock:
-        if not os.path.isdir(gens):
-            os.makedirs(gens)
-            os.chmod(gens, 0o755)   # users must read the tree whatever the publisher's umask
+        for directory in (gens, os.path.join(root, CONTENT)):
+            if not os.path.isdir(directory):
+                os.makedirs(directory)
+                os.chmod(directory, 0o755)   # users must read the tree whatever the publisher's umask
         generations.remove_leftovers()
         current = generations.current()
         old = _read_json(os.path.join(gens, str(current), MANIFEST)) if current else None
@@ -125,78 +158,183 @@ def publish(entries, config, lock=nullcontext()):
             "prefixes": sorted(plan.prefixes()),
         }
         generations.write_record(stage, manifest)   # a GC root from now on
-        previous = os.path.join(gens, str(current)) if current else None
-        old_files = (_read_json(os.path.join(previous, FILES)) or {}) if previous else {}
+        result = PublishResult(generation=number, root=root, path=generations.path(number), changed=True,
+                               modules=len(plan.modules), notes=plan.notes, modulepath=manifest["modulepath"])
+        kept = _kept_content(generations)
         try:
-            files, rendered, reused = _write_tree(plan, config, renderer, root, stage, previous, old_files)
+            names = _Tree(plan, config, renderer, root, stage, code, result).write(set().union(*kept.values()))
             if catalog.enabled(config):   # the catalog page switches and rolls back with its tree
                 catalog.write_catalog(plan, config, os.path.join(stage, catalog.CATALOG), renderer, number)
-            _write_json(os.path.join(stage, FILES), files)
-            final = generations.commit(stage, number)
+            _write_json(os.path.join(stage, NAMES), names)
+            generations.commit(stage, number)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
         _switch(root, number)
         _ensure_links(root, formats)
-        pruned = _prune(gens, number, int(config.get("keep", 5)))
+        kept[number] = set(names.values())
+        result.pruned = _prune(gens, number, int(config.get("keep", 5)))
+        if result.pruned:
+            result.removed_dirs = _sweep(root, [kept[n] for n in generations.numbers() if n in kept])
         if config.get("lmod_cache"):
             refresh_lmod_cache(config["lmod_cache"], manifest["modulepath"])
-    return PublishResult(generation=number, root=root, path=final, changed=True, rendered=rendered,
-                         reused=reused, modules=len(plan.modules), notes=plan.notes,
-                         modulepath=manifest["modulepath"], pruned=pruned)
+    return result
 
 
-def _write_tree(plan, config, renderer, root, stage, previous, old_files):
-    header = (config.get("header") or "").splitlines()
-    footer = (config.get("footer") or "").splitlines()
-    jobs = []
-    for fmt in config.get("formats", ["lua", "tcl"]):
-        tree, ext, rc_name = FORMATS[fmt]
-        tree_root = f"{root}/{tree}"
-        template = f"modulefile.{fmt}.j2"
-        for level in plan.levels:
-            os.makedirs(os.path.join(stage, tree, level), exist_ok=True)
-        for m in plan.modules:
-            jobs.append((f"{tree}/{m.relpath}{ext}", template, module_context(m, tree_root, header, footer)))
-        for (level, name), (default, hidden) in plan.rc_dirs().items():
-            ctx = {"name": name, "default": default or "", "hidden": tuple(hidden)}
-            jobs.append((posixpath.join(tree, level, name, rc_name), f"modulerc.{fmt}.j2", ctx))
-    fix_mode = _umask() & 0o055
-    made = set()
-    files = {}
-    rendered = reused = 0
-    for rel, template, ctx in jobs:
-        key = files[rel] = renderer.key(template, ctx)
-        path = os.path.join(stage, rel)
-        parent = os.path.dirname(path)
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        if old_files.get(rel) == key and _reuse(os.path.join(previous, rel), path):
-            reused += 1
-            continue
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(renderer.render(template, ctx))
-        rendered += 1
-    if fix_mode:   # users must read the tree whatever the publisher's umask
-        for dirpath, dirnames, filenames in os.walk(stage):
-            os.chmod(dirpath, 0o755)
-            for name in filenames:
-                os.chmod(os.path.join(dirpath, name), 0o644)
-    return files, rendered, reused
+class _Tree:
+    """Writing one generation's trees: the content directories no kept generation has, then the links."""
+
+    def __init__(self, plan, config, renderer, root, stage, code, result):
+        self.plan, self.renderer, self.root, self.stage, self.result = plan, renderer, root, stage, result
+        self.formats = list(config.get("formats", ["lua", "tcl"]))
+        self.header = tuple((config.get("header") or "").splitlines())
+        self.footer = tuple((config.get("footer") or "").splitlines())
+        self.content = os.path.join(root, CONTENT)
+        self.code = code
+        self.fix_mode = bool(_umask() & 0o055)   # users must read the tree whatever the publisher's umask
+        self.contexts = {}                       # id(planned module) -> its context in the first format
+
+    def write(self, valid):
+        """Write the trees into the stage; return names.json: '<tree>/<level>/<name>' -> content digest."""
+        groups = defaultdict(list)
+        for m in self.plan.modules:
+            groups[(m.level, m.name)].append(m)
+        rcs = self.plan.rc_dirs()
+        keys = sorted(set(groups) | set(rcs), key=lambda k: (-_depth(k), k))   # nested names first
+        paths = {_join(level, name) for level, name in keys}
+        texts = {k: hashlib.sha256(repr((k, groups.get(k, []), rcs.get(k))).encode()).digest() for k in keys}
+        present = set(os.listdir(self.content))
+        for leftover in present - valid:   # of a crashed publish, or no longer listed: never linked now
+            shutil.rmtree(os.path.join(self.content, leftover))
+        present &= valid
+        names = {}
+        written = []
+        for fmt in self.formats:
+            tree, ext, rc_name = FORMATS[fmt]
+            tree_root = f"{self.root}/{tree}"
+            base = repr((self.code, self.renderer.digest, fmt, tree_root, self.header, self.footer)).encode()
+            digests, children = {}, defaultdict(list)
+            for key in keys:
+                path = _join(*key)
+                kids = sorted(children.pop(path, ()))
+                d = digests[path] = hashlib.sha256(base + texts[key] + repr(kids).encode()).hexdigest()[:32]
+                names[f"{tree}/{path}"] = d
+                parent = _parent(path, key[0], paths)
+                if parent is not None:
+                    children[parent].append((path[len(parent) + 1:], d))
+                mods = groups.get(key, [])
+                if d in present:
+                    self.result.linked_dirs += 1
+                    self.result.reused += len(mods) + (key in rcs)
+                    continue
+                self._write_content(d, fmt, key[1], mods, rcs.get(key), kids, tree_root)
+                present.add(d)
+                written.append(d)
+            self._write_links(tree, digests, paths)
+        for d in written:
+            flush_tree(os.path.join(self.content, d))
+        if written:
+            fsync_dir(self.content)
+        return names
+
+    def _write_content(self, d, fmt, name, mods, rc, kids, tree_root):
+        _, ext, rc_name = FORMATS[fmt]
+        path = os.path.join(self.content, d)
+        os.mkdir(path)
+        if self.fix_mode:
+            os.chmod(path, 0o755)
+        files = []
+        for m in mods:
+            ctx = self.contexts.get(id(m))
+            if ctx is None:
+                ctx = self.contexts[id(m)] = module_context(m, tree_root, self.header, self.footer)
+            elif m.opens:
+                ctx = dict(ctx, use=f"{tree_root}/{m.opens}")
+            files.append((m.version + ext, f"modulefile.{fmt}.j2", ctx))
+        if rc:
+            default, hidden = rc
+            files.append((rc_name, f"modulerc.{fmt}.j2", {"name": name, "default": default or "",
+                                                          "hidden": tuple(hidden)}))
+        for file_name, template, ctx in files:
+            file = os.path.join(path, file_name)
+            with open(file, "w", encoding="utf-8") as f:
+                f.write(self.renderer.render(template, ctx))
+            if self.fix_mode:
+                os.chmod(file, 0o644)
+        for rel, child in kids:   # a module name inside this one's directory ('a' and 'a/b')
+            link = os.path.join(path, rel)
+            os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
+            os.symlink("../" * (rel.count("/") + 1) + child, link)
+        self.result.written_dirs += 1
+        self.result.rendered += len(files)
+
+    def _write_links(self, tree, digests, paths):
+        """The tree of one format: its level directories, and a link per module name that is not inside
+        another one's directory."""
+        top = os.path.join(self.stage, tree)
+        made = set()
+        for level in self.plan.levels:
+            os.makedirs(os.path.join(top, level), exist_ok=True)
+            made.add(level)
+        for path, d in digests.items():
+            level, _, _ = path.rpartition("/")   # '' (flat) or the level and the head of a name with '/'
+            if any(p in paths for p in _ancestors(path)):
+                continue
+            if level not in made:
+                os.makedirs(os.path.join(top, level), exist_ok=True)
+                made.add(level)
+            os.symlink("../" * (path.count("/") + 3) + f"{CONTENT}/{d}", os.path.join(top, path))
+            self.result.links += 1
+        if self.fix_mode:
+            for dirpath, _, _ in os.walk(self.stage):
+                os.chmod(dirpath, 0o755)
 
 
-def _reuse(old, new):
-    try:
-        os.link(old, new)
-    except FileNotFoundError:
-        return False
-    except OSError:   # another file system, or a link limit: copy
-        try:
-            shutil.copy2(old, new)
-        except OSError:
-            return False
-    return True
+def _join(level, name):
+    return f"{level}/{name}" if level else name
+
+
+def _depth(key):
+    return _join(*key).count("/")
+
+
+def _ancestors(path):
+    """The directories above ``path`` (a tree-relative path), nearest first."""
+    while "/" in path:
+        path = path.rpartition("/")[0]
+        yield path
+
+
+def _parent(path, level, paths):
+    """The nearest module name directory (in ``paths``) that holds ``path``, below its level."""
+    for p in _ancestors(path):
+        if len(p) <= len(level):
+            return None
+        if p in paths:
+            return p
+    return None
+
+
+def _kept_content(generations):
+    """number -> the content digests listed by each kept generation (none for one written before
+    generations shared content)."""
+    out = {}
+    for n in generations.numbers():
+        names = _read_json(os.path.join(generations.path(n), NAMES)) or {}
+        out[n] = set(names.values())
+    return out
+
+
+def _sweep(root, kept):
+    """Remove the content directories that none of the ``kept`` sets of digests lists; return how many."""
+    content = os.path.join(root, CONTENT)
+    valid = set().union(*kept)
+    removed = 0
+    for name in os.listdir(content):
+        if name not in valid:
+            shutil.rmtree(os.path.join(content, name), ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def _umask():
