@@ -8,7 +8,6 @@ holding the new name is flushed after (:func:`fsync_dir`).
 
 import errno
 import os
-import stat
 
 
 def fsync_dir(path):
@@ -41,11 +40,15 @@ def fsync_file(path):
 def flush_tree(path, files=True):
     """Flush everything under ``path``: each regular file (unless ``files`` is False: the caller has
     flushed them), then each directory, deepest first, ``path`` itself last. Symbolic links live in
-    their directory's entries, so they are flushed with it."""
-    for dirpath, dirnames, filenames in os.walk(path, topdown=False):
-        if files:
-            for name in filenames:
-                full = os.path.join(dirpath, name)
-                if stat.S_ISREG(os.lstat(full).st_mode):
-                    fsync_file(full)
-        fsync_dir(dirpath)
+    their directory's entries, so they are flushed with it (and never followed, nor stat'ed: a tree of
+    thousands of links costs no more than its directories)."""
+    try:
+        entries = list(os.scandir(path))
+    except OSError:   # unreadable: skipped, as os.walk skips it
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            flush_tree(entry.path, files)
+        elif files and entry.is_file(follow_symlinks=False):
+            fsync_file(entry.path)
+    fsync_dir(path)

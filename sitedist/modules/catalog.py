@@ -30,6 +30,7 @@ from sitedist.spec.schema import HELP_URL
 CATALOG = "catalog"          # the directory in a generation, and the stable link <root>/catalog
 JSON_NAME = "catalog.json"
 HTML_NAME = "index.html"
+INDEX_NAME = ".index.json"   # where each package's text is in catalog.json, for the next publish to reuse
 TEMPLATE = "catalog.html.j2"
 FORMAT_VERSION = 1
 # tool -> the formats it reads, preferred first (Lmod reads Tcl modulefiles too; Environment Modules only Tcl)
@@ -40,6 +41,7 @@ _URL = re.compile(r"\Ahttps?://[^\s<>\"']+\Z", re.I)
 # data can open or close a <script> element: json_for_html escapes every '<').
 _INLINE_SCRIPT = re.compile(r"<script(?![^>]*\b(?:type=\"application/json\"|src=))[^>]*>(.*?)</script>", re.S | re.I)
 _HASHES_TOKEN = "'sitedist-script-hashes'"
+_DATA_TOKEN = "sitedist-catalog-data-b7f3c1"   # where the data goes in the page, for hashing its scripts first
 # What JSON text must not hold inside a <script> element ('<' could close it or open a comment).
 _JSON_ESCAPES = (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
                  ("\u2029", "\\u2029"))
@@ -115,50 +117,72 @@ def site(config):
 
 def catalog_data(plan, config, generation=None, built=built_time):
     """The catalog of a planned tree as a JSON-ready dict (see admin_docs/catalog.md)."""
-    prereqs = _prerequisites(plan)
-    tool_info = tools(config)
-    by_name = defaultdict(list)
-    for m in plan.modules:
-        if not m.hidden:
-            by_name[m.name].append(m)
-    dates = {}
-    packages = []
-    keys = {}
+    packages = _Packages(plan, config, built)
+    return {**packages.head(generation), "packages": [packages.package(name) for name in packages.names]}
 
-    def vkey(version):
-        key = keys.get(version)
+
+class _Packages:
+    """The catalog's packages of a planned tree, one at a time: what catalog_data and catalog_text share."""
+
+    def __init__(self, plan, config, built=built_time):
+        self.plan, self.config, self.built = plan, config, built
+        self.prereqs = _prerequisites(plan)
+        self.tools = tools(config)
+        self.by_name = defaultdict(list)
+        for m in plan.modules:
+            if not m.hidden:
+                self.by_name[m.name].append(m)
+        self.names = sorted(self.by_name, key=str.lower)
+        self.marked = defaultdict(set)
+        for (_, name), version in plan.defaults.items():
+            self.marked[name].add(version)
+        self.dates = {}
+        self.keys = {}
+        self.salted = None
+
+    def head(self, generation):
+        return {"format": FORMAT_VERSION, "generation": generation, "generated": _iso(time.time()),
+                "layout": self.plan.layout, "site": site(self.config), "tools": self.tools}
+
+    def date(self, prefix):
+        if prefix not in self.dates:
+            self.dates[prefix] = _iso(self.built(prefix))
+        return self.dates[prefix]
+
+    def vkey(self, version):
+        key = self.keys.get(version)
         if key is None:
-            key = keys[version] = version_key(version)
+            key = self.keys[version] = version_key(version)
         return key
 
-    for name in sorted(by_name, key=str.lower):
-        mods = by_name[name]
-        marked = {plan.defaults[k] for k in plan.defaults if k[1] == name}
+    def package(self, name):
+        mods, vkey = self.by_name[name], self.vkey
+        marked = self.marked.get(name, ())
         versions = sorted({m.version for m in mods}, key=vkey, reverse=True)
         default = next((v for v in versions if v in marked), versions[0])
         first = max(mods, key=lambda m: vkey(m.version))
         keywords = set()
         vlist = []
+        target = str(self.config.get("target") or "")
         for version in versions:
             builds = []
             for m in (m for m in mods if m.version == version):
                 e = m.entry
-                if e.prefix not in dates:
-                    dates[e.prefix] = _iso(built(e.prefix))
-                line = " ".join(("module", "load") + prereqs[id(m)] + (m.fullname,))
+                prereqs = self.prereqs[id(m)]
+                line = " ".join(("module", "load") + prereqs + (m.fullname,))
                 builds.append({
                     "module": m.fullname, "package": e.name, "package_version": e.version, "kind": e.kind,
                     "level": m.level, "toolchain": e.toolchain,
                     "compiler": " ".join(e.compiler) if e.compiler else "",
                     "mpi": " ".join(e.mpi) if e.mpi else "",
                     "options": [f"{k}={v}" for k, v in e.options],
-                    "target": str(config.get("target") or ""),
-                    "id": e.artifact_id, "prefix": e.prefix, "built": dates[e.prefix],
+                    "target": target,
+                    "id": e.artifact_id, "prefix": e.prefix, "built": self.date(e.prefix),
                     "depends": [{"name": n, "version": v, "id": a, "kind": kind}
                                 for kind, deps in (("link", e.link_depends), ("run", e.run_depends))
                                 for n, v, a in deps],
-                    "prerequisites": list(prereqs[id(m)]),
-                    "load": {tool: line for tool in tool_info},
+                    "prerequisites": list(prereqs),
+                    "load": {tool: line for tool in self.tools},
                 })
                 keywords.update(e.keywords)
                 keywords.update(x for x in (e.name, e.toolchain, e.compiler and e.compiler[0],
@@ -167,11 +191,57 @@ def catalog_data(plan, config, generation=None, built=built_time):
             vlist.append({"version": version, "default": version == default, "marked_default": version in marked,
                           "builds": builds})
         homepage = first.entry.homepage if _URL.match(first.entry.homepage or "") else ""
-        packages.append({"name": name, "description": first.entry.description,
-                         "homepage": first.entry.homepage or "", "link": homepage,
-                         "keywords": sorted(keywords - {name}), "default": default, "versions": vlist})
-    return {"format": FORMAT_VERSION, "generation": generation, "generated": _iso(time.time()),
-            "layout": plan.layout, "site": site(config), "tools": tool_info, "packages": packages}
+        return {"name": name, "description": first.entry.description, "homepage": first.entry.homepage or "",
+                "link": homepage, "keywords": sorted(keywords - {name}), "default": default, "versions": vlist}
+
+    def key(self, name, salt, reprs):
+        """A digest of everything package ``name``'s JSON is made from (``reprs``: id(entry) -> repr)."""
+        if self.salted is None:
+            self.salted = repr((salt, FORMAT_VERSION, self.tools, str(self.config.get("target") or "")))
+        parts = [self.salted, repr(sorted(self.marked.get(name, ())))]
+        for m in self.by_name[name]:   # reprs hold no newline
+            parts += (reprs.get(id(m.entry)) or repr(m.entry),
+                      repr((m.level, m.name, m.version, self.prereqs[id(m)], self.date(m.entry.prefix))))
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def catalog_text(plan, config, generation=None, previous=None, salt="", reprs=None, built=built_time):
+    """(head, catalog.json's text, index) for a planned tree: ``catalog_data`` as JSON, where each package
+    whose inputs equal those of a package in ``previous`` (a catalog directory written before) is that
+    one's text, taken from its catalog.json as it is, not made again. ``salt``: a digest of the code and
+    templates; ``index``: what a next publish reuses (name -> [key, start, end] in the text)."""
+    packages = _Packages(plan, config, built)
+    head = packages.head(generation)
+    old_index, old_text = _read_index(previous)
+    reprs = reprs or {}
+    text = to_json(head)[:-1] + ',"packages":['
+    parts, index, pos = [], {}, len(text)
+    for name in packages.names:
+        key = packages.key(name, salt, reprs)
+        was = old_index.get(name)
+        part = old_text[was[1]:was[2]] if was and was[0] == key else to_json(packages.package(name))
+        if parts:
+            pos += 1   # the comma before it
+        index[name] = [key, pos, pos + len(part)]
+        pos += len(part)
+        parts.append(part)
+    return {**head, "packages": len(parts)}, text + ",".join(parts) + "]}", index
+
+
+def _read_index(directory):
+    """(index, catalog.json's text) of the catalog in ``directory``, or ({}, "") if it has none."""
+    if not directory:
+        return {}, ""
+    try:
+        with open(os.path.join(directory, INDEX_NAME), encoding="utf-8") as f:
+            index = json.load(f)
+        with open(os.path.join(directory, JSON_NAME), encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, ValueError):
+        return {}, ""
+    if not isinstance(index, dict) or index.get("format") != FORMAT_VERSION:
+        return {}, ""
+    return index.get("packages") or {}, text
 
 
 def to_json(data):
@@ -188,34 +258,49 @@ def json_for_html(text):
 
 
 def render_page(data, renderer, text=None):
-    """index.html for catalog ``data`` (``text``: its JSON, if made already), from the site's or the
-    built-in catalog.html.j2. Its Content-Security-Policy lets only the template's own inline scripts run,
-    named by their sha256: even text that got into the page as HTML could not run a script."""
+    """index.html for catalog ``data`` (``text``: its JSON, if made already; then ``data["packages"]`` may
+    be their number), from the site's or the built-in catalog.html.j2. Its Content-Security-Policy lets
+    only the template's own inline scripts run, named by their sha256: even text that got into the page as
+    HTML could not run a script."""
     env = renderer.env.overlay(autoescape=True)
-    try:
-        template = env.get_template(TEMPLATE)
-        page = template.render(site=data["site"], data=Markup(json_for_html(text or to_json(data))),
-                               packages=len(data["packages"]), generated=data["generated"],
-                               script_src=Markup(_HASHES_TOKEN))
-    except Exception as err:  # a site's template: jinja2 errors, or a bad filter use
-        import jinja2
+    packages = data["packages"] if isinstance(data["packages"], int) else len(data["packages"])
+    json_text = json_for_html(text or to_json(data))
 
-        if isinstance(err, jinja2.TemplateError):
-            raise ModulesError(f"catalog template {TEMPLATE}: {err}; fix it in modules.templates") from None
-        raise
+    def render(payload):
+        try:
+            template = env.get_template(TEMPLATE)
+            return template.render(site=data["site"], data=Markup(payload), packages=packages,
+                                   generated=data["generated"], script_src=Markup(_HASHES_TOKEN))
+        except Exception as err:  # a site's template: jinja2 errors, or a bad filter use
+            import jinja2
+
+            if isinstance(err, jinja2.TemplateError):
+                raise ModulesError(f"catalog template {TEMPLATE}: {err}; fix it in modules.templates") from None
+            raise
+
+    # The page is rendered with a placeholder for the data (megabytes) and its scripts hashed before the
+    # data goes in, unless the placeholder is inside an inline script (a site's template): then whole.
+    page = render(_DATA_TOKEN)
+    scripts = _INLINE_SCRIPT.findall(page)
+    if any(_DATA_TOKEN in script for script in scripts):
+        page = render(json_text)
+        scripts = _INLINE_SCRIPT.findall(page)
+    else:
+        page = page.replace(_DATA_TOKEN, json_text)
     hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(m.encode()).digest()).decode()}'"
-                      for m in _INLINE_SCRIPT.findall(page)) or "'none'"
+                      for m in scripts) or "'none'"
     return page.replace(_HASHES_TOKEN, hashes, 1)   # the first: the policy in <head>, before any data
 
 
-def write_catalog(plan, config, directory, renderer=None, generation=None):
+def write_catalog(plan, config, directory, renderer=None, generation=None, previous=None, salt="", reprs=None):
     """Write ``catalog.json`` and ``index.html`` for ``plan`` into ``directory`` (made if missing), each by
-    rename, readable by everyone. Returns the catalog data."""
+    rename, readable by everyone, reusing the text of packages unchanged since the catalog in ``previous``
+    (see :func:`catalog_text`). Returns the catalog's head (its ``packages``: how many)."""
     renderer = renderer or Renderer(config.get("templates"))
-    data = catalog_data(plan, config, generation)
-    text = to_json(data)
-    _write_files(directory, ((JSON_NAME, text), (HTML_NAME, render_page(data, renderer, text))))
-    return data
+    head, text, index = catalog_text(plan, config, generation, previous, salt, reprs)
+    _write_files(directory, ((JSON_NAME, text), (HTML_NAME, render_page(head, renderer, text)),
+                             (INDEX_NAME, to_json({"format": FORMAT_VERSION, "packages": index}))))
+    return head
 
 
 def _write_files(directory, files):

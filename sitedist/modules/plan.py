@@ -29,6 +29,7 @@ RULES = ("toolchain", "options", "hash")
 ENV_OPS = ("set", "prepend", "append")
 DEFAULT_NAMING = "{{name}}/{{version}}"
 _COMPONENT = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*")
+_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0", "none"}
 
@@ -52,7 +53,7 @@ class PlannedModule:
     @property
     def relpath(self):
         """Path of the modulefile in a tree, without the format's extension."""
-        return posixpath.join(self.level, self.name, self.version)
+        return f"{self.level}/{self.name}/{self.version}" if self.level else f"{self.name}/{self.version}"
 
 
 @dataclass
@@ -137,7 +138,7 @@ def _unique(entries):
     by_aid = {}
     for e in entries:
         seen = by_aid.setdefault(e.artifact_id, e)
-        if seen != e:
+        if seen is not e and seen != e:
             if replace(seen, explicit=True) != replace(e, explicit=True):
                 raise ModulesError(f"artifact {e.artifact_id} is given twice with different module data: "
                                    f"{seen.describe()} / {e.describe()}")
@@ -147,7 +148,7 @@ def _unique(entries):
 
 def _check_env(e):
     for op, var, _ in e.env:
-        if op not in ENV_OPS or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+        if op not in ENV_OPS or not _VAR.fullmatch(var):
             raise ModulesError(f"{e.describe()}: bad env entry ({op!r}, {var!r}); op must be one of "
                                f"{', '.join(ENV_OPS)} and the variable a shell variable name")
         if var == "LD_LIBRARY_PATH":
@@ -262,6 +263,8 @@ def _disambiguate(slots, rules):
     """Apply the rules to clashing groups in place; return notes; raise on what remains."""
     notes = []
     pending = _clashes(slots)
+    if not pending:
+        return notes
     for rule in rules:
         still = []
         for group in pending:
@@ -301,9 +304,11 @@ def _clash_message(group, rules):
 
 def _check_paths(slots):
     """A module name may not be a directory of another one (e.g. 'a/1' and 'a/1/b')."""
-    files = {posixpath.join(s[1], s[3], s[4]) for s in slots}
+    files = {f"{s[1]}/{s[3]}/{s[4]}" if s[1] else f"{s[3]}/{s[4]}" for s in slots}
     for e, level, _, name, version in slots:
-        path = posixpath.join(level, name)
+        path = f"{level}/{name}" if level else name
+        if "/" not in name and path not in files:   # the common case: the loop below would stop here
+            continue
         while path != level:
             if path in files:
                 raise ModulesError(f"module {name}/{version} ({e.describe()}) would be inside module {path!r}; "
@@ -368,8 +373,9 @@ def _defaults(modules, wanted):
     groups = defaultdict(list)
     for m in modules:
         groups[(m.level, m.name)].append(m)
+    pre = {v: is_prerelease(v) for v in {m.entry.version for m in modules}}   # few distinct versions
     for key, ms in sorted(groups.items()):
-        if key not in out and len(ms) > 1 and any(is_prerelease(m.entry.version) for m in ms):
+        if key not in out and len(ms) > 1 and any(pre[m.entry.version] for m in ms):
             best = newest(ms, key=lambda m: m.entry.version).entry.version
             out[key] = max((m for m in ms if m.entry.version == best), key=lambda m: version_key(m.version)).version
     return out

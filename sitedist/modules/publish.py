@@ -39,7 +39,7 @@ import shutil
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from sitedist.core.durable import flush_tree, fsync_dir
@@ -47,7 +47,7 @@ from sitedist.core.generations import Generations, point
 from sitedist.errors import ModulesError
 from sitedist.modules import catalog
 from sitedist.modules.lmod_cache import cache_stale, refresh_lmod_cache
-from sitedist.modules.plan import plan_tree
+from sitedist.modules.plan import PlannedModule, plan_tree
 from sitedist.modules.render import FORMATS, Renderer, module_context
 
 GENERATIONS = "generations"
@@ -55,8 +55,10 @@ CONTENT = "content"
 CURRENT = "current"
 MANIFEST = "manifest.json"
 NAMES = "names.json"
+COMPILED = ".compiled-templates"   # Jinja2's bytecode cache of the templates, for the next publish
 _CONFIG_KEYS = ("formats", "layout", "naming", "disambiguate", "defaults", "hide_implicit", "header", "footer",
                 "catalog", "target")
+_PLANNED_FORMAT = "\0".join(f"{{0.{f.name}!r}}" for f in fields(PlannedModule) if f.name != "entry")
 _PACKAGE = Path(__file__).parent.parent
 # The code a modulefile's text depends on besides the templates: this package, and the names and checks
 # of the spec it uses (root_var, problem).
@@ -112,15 +114,21 @@ def code_digest():
     return h.hexdigest()
 
 
-def inputs_digest(entries, config, template_digest, code=None):
-    """Digest of everything a tree is generated from (including this package's code)."""
+def inputs_digest(entries, config, template_digest, code=None, reprs=None):
+    """Digest of everything a tree is generated from (including this package's code). ``reprs``: id(entry)
+    -> repr(entry), made once per publish (:func:`entry_reprs`)."""
     h = hashlib.sha256((code or code_digest()).encode())
     conf = {k: config.get(k) for k in _CONFIG_KEYS}
     conf["defaults"] = sorted((conf["defaults"] or {}).items())
     h.update(repr((os.path.abspath(config["root"]), sorted(conf.items()), template_digest)).encode())
-    for e in sorted(set(entries), key=lambda e: (e.artifact_id, e.name, e.version, e.kind)):
-        h.update(repr(e).encode())
+    reprs = reprs if reprs is not None else entry_reprs(entries)
+    h.update("\n".join(sorted({reprs[id(e)] for e in entries})).encode())   # in any order, once each
     return h.hexdigest()
+
+
+def entry_reprs(entries):
+    """id(entry) -> repr(entry): what names an entry in every digest of a publish, made once."""
+    return {id(e): repr(e) for e in entries}
 
 
 def publish(entries, config, lock=nullcontext()):
@@ -131,7 +139,9 @@ def publish(entries, config, lock=nullcontext()):
     formats = list(config.get("formats", ["lua", "tcl"]))
     renderer = Renderer(config.get("templates"))
     code = code_digest()
-    digest = inputs_digest(entries, config, renderer.digest, code)
+    entries = list(entries)
+    reprs = entry_reprs(entries)
+    digest = inputs_digest(entries, config, renderer.digest, code, reprs)
     generations = _generations(root)
     gens = generations.directory
     with lock:
@@ -150,6 +160,7 @@ def publish(entries, config, lock=nullcontext()):
                                  changed=False, modules=old.get("modules", 0), notes=old.get("notes", []),
                                  modulepath=modulepath_roots(config))
         plan = plan_tree(entries, config)
+        renderer.keep_compiled(os.path.join(root, COMPILED))
         number, stage = generations.stage()
         manifest = {
             "generation": number, "created": time.time(), "inputs": digest, "layout": plan.layout,
@@ -162,9 +173,11 @@ def publish(entries, config, lock=nullcontext()):
                                modules=len(plan.modules), notes=plan.notes, modulepath=manifest["modulepath"])
         kept = _kept_content(generations)
         try:
-            names = _Tree(plan, config, renderer, root, stage, code, result).write(set().union(*kept.values()))
+            names = _Tree(plan, config, renderer, root, stage, code, reprs, result).write(set().union(*kept.values()))
             if catalog.enabled(config):   # the catalog page switches and rolls back with its tree
-                catalog.write_catalog(plan, config, os.path.join(stage, catalog.CATALOG), renderer, number)
+                previous = os.path.join(gens, str(current), catalog.CATALOG) if current else None
+                catalog.write_catalog(plan, config, os.path.join(stage, catalog.CATALOG), renderer, number,
+                                      previous, salt=code + renderer.digest, reprs=reprs)
             _write_json(os.path.join(stage, NAMES), names)
             generations.commit(stage, number)
         except BaseException:
@@ -184,8 +197,9 @@ def publish(entries, config, lock=nullcontext()):
 class _Tree:
     """Writing one generation's trees: the content directories no kept generation has, then the links."""
 
-    def __init__(self, plan, config, renderer, root, stage, code, result):
+    def __init__(self, plan, config, renderer, root, stage, code, reprs, result):
         self.plan, self.renderer, self.root, self.stage, self.result = plan, renderer, root, stage, result
+        self.reprs = reprs
         self.formats = list(config.get("formats", ["lua", "tcl"]))
         self.header = tuple((config.get("header") or "").splitlines())
         self.footer = tuple((config.get("footer") or "").splitlines())
@@ -202,7 +216,8 @@ class _Tree:
         rcs = self.plan.rc_dirs()
         keys = sorted(set(groups) | set(rcs), key=lambda k: (-_depth(k), k))   # nested names first
         paths = {_join(level, name) for level, name in keys}
-        texts = {k: hashlib.sha256(repr((k, groups.get(k, []), rcs.get(k))).encode()).digest() for k in keys}
+        texts = {k: hashlib.sha256("\n".join([repr((k, rcs.get(k)))] + [self._planned(m) for m in groups.get(k, ())])
+                                   .encode()).digest() for k in keys}
         present = set(os.listdir(self.content))
         for leftover in present - valid:   # of a crashed publish, or no longer listed: never linked now
             shutil.rmtree(os.path.join(self.content, leftover))
@@ -236,6 +251,11 @@ class _Tree:
         if written:
             fsync_dir(self.content)
         return names
+
+    def _planned(self, m):
+        """What names planned module ``m``: its fields, with its entry's repr made once per publish."""
+        entry = self.reprs.get(id(m.entry)) or repr(m.entry)   # an entry made by plan_tree: its own repr
+        return f"{entry}\0{_PLANNED_FORMAT.format(m)}"   # reprs hold no newline
 
     def _write_content(self, d, fmt, name, mods, rc, kids, tree_root):
         _, ext, rc_name = FORMATS[fmt]

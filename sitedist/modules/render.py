@@ -92,11 +92,14 @@ def _tcl_quoted(escaped, indent):
     several lines."""
     if len(escaped) <= _TCL_CHUNK:
         return f'"{escaped}"'
-    chunks = [""]
-    for token in _TCL_TOKENS.findall(escaped):   # up to 44 characters a line
-        if len(chunks[-1]) + len(token) > 44:
-            chunks.append("")
-        chunks[-1] += token
+    if "\\" not in escaped and "$" not in escaped:   # one character a token: 44 a line
+        chunks = [escaped[i:i + 44] for i in range(0, len(escaped), 44)]
+    else:
+        chunks = [""]
+        for token in _TCL_TOKENS.findall(escaped):   # up to 44 characters a line
+            if len(chunks[-1]) + len(token) > 44:
+                chunks.append("")
+            chunks[-1] += token
     sep = '" \\\n' + " " * indent + '"'
     return '[join [list "' + sep.join(chunks) + '"] ""]'
 
@@ -230,6 +233,13 @@ class Renderer:
                 digest.update(f"{rel}\0".encode() + data + b"\0")
         self.digest = digest.hexdigest()
         self._compiled = {}
+
+    def keep_compiled(self, directory):
+        """Keep compiled templates in ``directory`` between runs (Jinja2's bytecode cache, each checked
+        against its template's source): a directory only the publisher writes to, made if missing. Compiling
+        the five templates anew costs more than a publish after one change writes."""
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.env.bytecode_cache = jinja2.FileSystemBytecodeCache(directory)
 
     def key(self, template, ctx):
         """A digest naming what ``render(template, ctx)`` gives."""
