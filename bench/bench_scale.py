@@ -15,7 +15,9 @@ tree. Each command is a new ``bash`` that sources the tool's init script (its st
 too: ``init only``), with a new empty ``HOME`` every run so no user cache of Lmod's counts; median of 3 of
 the wall time and of the CPU time of the whole process tree (user + system, from ``wait4``). Each output
 is checked (avail lists the tree, spider finds the name, the load loaded), and avail's and spider's are
-the same with and without the cache. Also: the size of the cache and the CPU time of refreshing it.
+the same with and without the cache. Also: the size of the cache and the CPU time of refreshing it; and
+Lmod's ``module avail`` on trees of the same sizes in the hierarchical layout (4 compilers, an MPI each),
+with nothing loaded and with a compiler and its MPI loaded.
 
 The 10,000-package store is built once (about 20 minutes on 2 CPUs) in
 ``$TMPDIR/sitedist-bench-sync-g1-s1-n10000``; the module trees are kept in ``$TMPDIR/sitedist-bench-scale-N``.
@@ -24,7 +26,9 @@ The 10,000-package store is built once (about 20 minutes on 2 CPUs) in
 """
 
 import argparse
+import hashlib
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -81,30 +85,61 @@ def admin_figures(n, runs):
             "load_average": round(os.getloadavg()[0], 1)}
 
 
-def publish_tree(n):
+COMPILERS = (("gcc", "12.2.0"), ("gcc", "13.1.0"), ("llvm", "16.0.6"), ("intel", "2023.1.0"))
+MPI = ("openmpi", "4.1.5")
+
+
+def hierarchical_entries(n, store="/nonexistent/store"):
+    """n entries for Lmod's Core / Compiler / MPI layout: 4 compilers and an MPI built with each; packages
+    of 4 versions (a third of the modules hidden dependencies, as in the flat tree), one name in ten in
+    Core, the others built with one of the compilers, every other one with its MPI too."""
+    from bench_modules import SUBDIRS
+
+    from sitedist.modules import ModuleEntry
+
+    def entry(name, version, i, **kw):
+        aid = hashlib.sha256(f"h{i}".encode()).hexdigest()[:32]
+        return ModuleEntry(name=name, version=version, prefix=f"{store}/{name}/{version}-{aid}", artifact_id=aid,
+                           description=f"Synthetic package {i}", homepage="https://example.org", subdirs=SUBDIRS,
+                           **kw)
+
+    entries = [entry(c, v, -1 - k, kind="compiler") for k, (c, v) in enumerate(COMPILERS)]
+    entries += [entry(MPI[0], MPI[1], -10 - k, kind="mpi", compiler=c) for k, c in enumerate(COMPILERS)]
+    for i in range(n - len(entries)):
+        p = i // 4
+        where = {} if p % 10 == 0 else {"compiler": COMPILERS[p % 4], **({"mpi": MPI} if p % 2 else {})}
+        entries.append(entry(f"pkg{p:05d}", f"{1 + i % 2}.{i % 4}.0", i, explicit=i % 3 != 0, **where))
+    return entries
+
+
+def publish_tree(n, layout="flat"):
     """A published n-module tree (Lua and Tcl) with sitedist's Lmod spider cache, kept in
-    ``$TMPDIR/sitedist-bench-scale-N``; returns (directory, module root, CPU seconds of the cache refresh)."""
+    ``$TMPDIR/sitedist-bench-scale-N[-hierarchical]``; returns (directory, Lmod's MODULEPATH entry, Tcl's,
+    cache directory)."""
     from bench_modules import synthetic_entries
 
-    from sitedist.modules import publish
+    from sitedist.modules import modulepath_roots, publish
     from sitedist.modules.lmod_cache import LMODRC
 
-    directory = os.path.join(tempfile.gettempdir(), f"sitedist-bench-scale-{n}")
+    suffix = "" if layout == "flat" else f"-{layout}"
+    directory = os.path.join(tempfile.gettempdir(), f"sitedist-bench-scale-{n}{suffix}")
     root, cache = os.path.join(directory, "modules"), os.path.join(directory, "lmod-cache")
+    config = {"root": root, "formats": ["lua", "tcl"], "layout": layout, "disambiguate": ["toolchain"], "keep": 2,
+              "lmod_cache": cache}
     if not (os.path.islink(os.path.join(root, "current")) and os.path.isfile(os.path.join(cache, LMODRC))):
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory)
-        publish(synthetic_entries(n), {"root": root, "formats": ["lua", "tcl"], "layout": "flat",
-                                       "disambiguate": ["toolchain"], "keep": 2, "lmod_cache": cache})
-    return directory, root, cache
+        publish(synthetic_entries(n) if layout == "flat" else hierarchical_entries(n), config)
+    paths = modulepath_roots(config)
+    return directory, paths["lua"], paths["tcl"], cache
 
 
-def refresh_cpu(root, cache):
-    """CPU seconds of refreshing the spider cache of ``root`` (what modules.lmod_cache adds to a publish)."""
+def refresh_cpu(lua_path, cache):
+    """CPU seconds of refreshing the spider cache of the tree (what modules.lmod_cache adds to a publish)."""
     from sitedist.modules.lmod_cache import refresh_lmod_cache
 
     before = os.times()
-    refresh_lmod_cache(cache, {"lua": os.path.join(root, "lmod")})
+    refresh_lmod_cache(cache, {"lua": lua_path})
     after = os.times()
     return round(after.children_user + after.children_system - before.children_user - before.children_system, 3)
 
@@ -144,7 +179,7 @@ def shell_times(init, setup, commands, runs, env):
 def user_figures(n, runs):
     """Lmod with sitedist's spider cache, with the cache and LMOD_CACHED_LOADS=yes, and without a cache;
     Environment Modules 5 on the Tcl tree; wall and CPU seconds of each command."""
-    directory, root, cache = publish_tree(n)
+    directory, lua_path, tcl_path, cache = publish_tree(n)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C", "TERM": "dumb"}
     name = f"pkg{n // 8:05d}"   # a package in the middle of the tree; its default version needs another module
     loaded = f'module load {name} 2>&1 && [ -n "$LOADEDMODULES" ] && echo LOADED'
@@ -160,7 +195,7 @@ def user_figures(n, runs):
 
     if os.path.isfile(LMOD_INIT):
         rc = os.path.join(cache, "lmodrc.lua")
-        use = f"module use {root}/lmod"
+        use = f"module use {lua_path}"
         cached = shell_times(LMOD_INIT, f"export LMOD_RC={rc}; {use}", lmod, runs, env)
         loads = shell_times(LMOD_INIT, f"export LMOD_RC={rc} LMOD_CACHED_LOADS=yes; {use}", lmod, runs, env)
         plain = shell_times(LMOD_INIT, use, lmod, runs, env)
@@ -170,9 +205,9 @@ def user_figures(n, runs):
         for prefix, times in (("lmod_cache", cached), ("lmod_cached_loads", loads), ("lmod_no_cache", plain)):
             record(prefix, times)
         figures["lmod_cache_mb"] = round(os.path.getsize(os.path.join(cache, "spiderT.lua")) / 1e6, 1)
-        figures["lmod_cache_refresh_cpu_s"] = refresh_cpu(root, cache)
+        figures["lmod_cache_refresh_cpu_s"] = refresh_cpu(lua_path, cache)
     if os.path.isfile(EM5_INIT):
-        em5 = shell_times(EM5_INIT, f"module use {root}/tcl",
+        em5 = shell_times(EM5_INIT, f"module use {tcl_path}",
                           [("avail", "module avail 2>&1", "pkg00000/"),
                            ("avail name", f"module avail {name} 2>&1", f"{name}/"),
                            ("load", loaded, "LOADED")], runs, env)
@@ -180,9 +215,36 @@ def user_figures(n, runs):
     return figures
 
 
+def hierarchical_figures(n, runs):
+    """Lmod's ``module avail`` on an n-module Core / Compiler / MPI tree, with sitedist's spider cache and
+    without: with nothing loaded (the Core level) and with a compiler and its MPI loaded (three levels);
+    ``*_loads_*`` is the start-up and the loads alone, to subtract."""
+    from sitedist.modules.lmod_cache import LMODRC
+
+    _, lua_path, _, cache = publish_tree(n, "hierarchical")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C", "TERM": "dumb"}
+    loads = f"module load {COMPILERS[0][0]}/{COMPILERS[0][1]} {MPI[0]}/{MPI[1]}"
+    avail = [("avail", "module avail 2>&1", "pkg00000/")]
+    figures = {}
+    for variant, rc in (("cache", f"export LMOD_RC={os.path.join(cache, LMODRC)}; "), ("no_cache", "")):
+        core = shell_times(LMOD_INIT, f"{rc}module use {lua_path}", avail, runs, env)
+        deep = shell_times(LMOD_INIT, f"{rc}module use {lua_path}; {loads}", avail, runs, env)
+        figures[f"lmod_hier_core_avail_{variant}_s"] = round(core["avail"][0], 3)
+        figures[f"lmod_hier_core_avail_{variant}_cpu_s"] = round(core["avail"][1], 3)
+        figures[f"lmod_hier_mpi_avail_{variant}_s"] = round(deep["avail"][0], 3)
+        figures[f"lmod_hier_mpi_avail_{variant}_cpu_s"] = round(deep["avail"][1], 3)
+        figures[f"lmod_hier_mpi_loads_{variant}_cpu_s"] = round(deep["init only"][1], 3)
+        figures["lmod_hier_core_listed"] = len(re.findall(r"\bpkg\d+/", core["avail"][2]))
+        figures["lmod_hier_mpi_listed"] = len(re.findall(r"\bpkg\d+/", deep["avail"][2]))
+    return figures
+
+
 def all_user_figures(runs):
     """user_figures at 1,000 and 10,000 modules, keys ending in _1k and _10k, and the growth of each."""
     small, big = user_figures(1000, runs), user_figures(10_000, runs)
+    if os.path.isfile(LMOD_INIT):
+        small.update(hierarchical_figures(1000, runs))
+        big.update(hierarchical_figures(10_000, runs))
     figures = {f"{k}_1k": v for k, v in small.items()}
     figures.update({f"{k}_10k": v for k, v in big.items()})
     for k in small:
