@@ -90,3 +90,27 @@ def test_lmod_answers_from_the_cache_after_publish_and_rollback(tmp_path):
             stray.unlink()
         if step == "publish":
             assert rollback(cfg["root"]) == 1
+
+
+def test_lmod_answers_from_the_cache_at_every_level_of_a_hierarchy(tmp_path):
+    """The cache of a hierarchical tree covers the levels that a compiler module opens: Lmod answers from it
+    there too (the cache's keys are the directories the modules add to MODULEPATH)."""
+    store = tmp_path / "store"
+    cache = tmp_path / "cache"
+    gcc = ("gcc", "12.2.0")
+    entries = [entry(store, "gcc", "12.2.0", kind="compiler"), entry(store, "tool", "1.0"),
+               entry(store, "zlib", "1.3", compiler=gcc)]
+    cfg = {"root": str(tmp_path / "modules"), "formats": ["lua"], "layout": "hierarchical",
+           "lmod_cache": str(cache)}
+    result = publish(entries, cfg)
+    by = shells(tmp_path, result.modulepath["lua"], cache / LMODRC)
+    script = "module load gcc; module avail 2>&1; module load zlib; snap loaded"
+    seen = {label: by[label].run(script) for label in ("cache", "no cache")}
+    assert seen["cache"].stdout == seen["no cache"].stdout
+    assert "zlib/1.3" in seen["cache"].stdout and "tool/1.0" in seen["cache"].stdout
+    assert seen["cache"].snaps["loaded"]["ZLIB_ROOT"] == entries[2].prefix
+    level = Path(os.path.realpath(tmp_path / "modules" / "current")) / "lmod" / "Compiler" / "gcc" / "12.2"
+    stray = level / "zlib" / "9.9.lua"
+    stray.write_text((level / "zlib" / "1.3.lua").read_text())
+    assert "zlib/9.9" in by["no cache"].run("module load gcc; module avail zlib 2>&1").stdout
+    assert "zlib/9.9" not in by["cache"].run("module load gcc; module avail zlib 2>&1").stdout
