@@ -114,3 +114,17 @@ def test_lmod_answers_from_the_cache_at_every_level_of_a_hierarchy(tmp_path):
     stray.write_text((level / "zlib" / "1.3.lua").read_text())
     assert "zlib/9.9" in by["no cache"].run("module load gcc; module avail zlib 2>&1").stdout
     assert "zlib/9.9" not in by["cache"].run("module load gcc; module avail zlib 2>&1").stdout
+
+
+def test_a_cache_without_its_lmodrc_is_refreshed_by_the_next_publish(tmp_path):
+    """A cache written before sitedist wrote lmodrc.lua beside it counts as stale: publishing the same
+    inputs again refreshes it and writes the file."""
+    store = tmp_path / "store"
+    cache = tmp_path / "cache"
+    cfg = {"root": str(tmp_path / "modules"), "formats": ["lua"], "layout": "flat", "lmod_cache": str(cache)}
+    entries = [entry(store, "tool", "1.0")]
+    publish(entries, cfg)
+    (cache / LMODRC).unlink()
+    assert not publish(entries, cfg).changed
+    sh = ModuleShell.lmod(f"{tmp_path}/modules/lmod", tmp_path, {"LMOD_RC": str(cache / LMODRC)})
+    assert "valid: true" in sh.run("module -D avail 2>&1").stdout

@@ -72,9 +72,11 @@ def write_lmodrc(cache_dir):
 
 
 def cache_stale(current, cache_dir):
-    """Whether the cache in ``cache_dir`` is older than the tree's ``current`` link."""
+    """Whether the cache in ``cache_dir`` is older than the tree's ``current`` link, or has no
+    ``lmodrc.lua`` (a cache written before sitedist wrote one)."""
     try:
         stamp = os.stat(os.path.join(cache_dir, "timestamp")).st_mtime
+        os.stat(os.path.join(cache_dir, LMODRC))
     except FileNotFoundError:
         return True
     return stamp <= os.lstat(current).st_mtime   # equal: a coarse clock, refresh

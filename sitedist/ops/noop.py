@@ -149,7 +149,8 @@ def templates_digest(directory):
 def _lmod_cache_fresh(root, cache_dir_):
     try:
         stamp = os.stat(os.path.join(cache_dir_, "timestamp")).st_mtime
-        return stamp > os.lstat(os.path.join(root, "current")).st_mtime   # as modules.lmod_cache.cache_stale
+        os.stat(os.path.join(cache_dir_, "lmodrc.lua"))   # as modules.lmod_cache.cache_stale
+        return stamp > os.lstat(os.path.join(root, "current")).st_mtime
     except OSError:
         return False
 
