@@ -181,7 +181,7 @@ def user_figures(n, runs):
     Environment Modules 5 on the Tcl tree; wall and CPU seconds of each command."""
     directory, lua_path, tcl_path, cache = publish_tree(n)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C", "TERM": "dumb"}
-    name = f"pkg{n // 8:05d}"   # a package in the middle of the tree; its default version needs another module
+    name = f"pkg{n // 8:05d}"   # a package of 4 versions in the middle of the tree
     loaded = f'module load {name} 2>&1 && [ -n "$LOADEDMODULES" ] && echo LOADED'
     lmod = [("avail", "module avail 2>&1", "pkg00000/"), ("spider", f"module spider {name} 2>&1", f"{name}/"),
             ("load", loaded, "LOADED")]
