@@ -356,3 +356,26 @@ def test_tree_is_readable_by_users_whatever_the_publishers_umask(tmp_path, store
     assert os.stat(Path(result.path) / "lmod/tool/1.0.lua").st_mode & 0o777 == 0o644
     for d in ("lmod/tool", "lmod", "", "..", "../../content"):
         assert os.stat(Path(result.path) / d).st_mode & 0o777 == 0o755, d
+
+
+def test_a_module_name_inside_another_ones_directory(tmp_path, store):
+    """Names 'app' and 'app/sub' (modules.naming may put '/' in a name): app's content directory holds a
+    link to app/sub's, so that a change to app/sub alone still gives a new app directory, and both load."""
+    naming = "{{ name }}{{ '/sub' if toolchain else '' }}/{{ version }}"
+    cfg = config(tmp_path, formats=["lua"], naming=naming)
+    app = store.entry("app", "1.0")
+    subs = [store.entry("app", "2.0", tag=t, toolchain="tc") for t in "ab"]
+    first = publish([app, subs[0]], cfg)
+    g1 = Path(first.path)
+    assert os.path.islink(g1 / "lmod/app") and os.path.islink(g1 / "lmod/app/sub")
+    assert (first.written_dirs, first.links) == (2, 1)
+    second = publish([app, subs[1]], cfg)
+    g2 = Path(second.path)
+    assert second.written_dirs == 2   # app/sub's, and app's that links it
+    assert os.readlink(g1 / "lmod/app") != os.readlink(g2 / "lmod/app")
+    assert (g1 / "lmod/app/1.0.lua").read_text() == (g2 / "lmod/app/1.0.lua").read_text()
+    assert subs[0].prefix in (g1 / "lmod/app/sub/2.0.lua").read_text()
+    assert subs[1].prefix in (g2 / "lmod/app/sub/2.0.lua").read_text()
+    sh = ModuleShell.lmod(second.modulepath["lua"], tmp_path)
+    r = sh.run("module load app/sub/2.0; snap s; module purge; module load app/1.0; snap t")
+    assert r.snaps["s"]["APP_ROOT"] == subs[1].prefix and r.snaps["t"]["APP_ROOT"] == app.prefix

@@ -6,6 +6,7 @@ generation, an artifact's manifest and marker) is flushed first (:func:`flush_tr
 holding the new name is flushed after (:func:`fsync_dir`).
 """
 
+import ctypes
 import errno
 import os
 
@@ -52,3 +53,21 @@ def flush_tree(path, files=True):
         elif files and entry.is_file(follow_symlinks=False):
             fsync_file(entry.path)
     fsync_dir(path)
+
+
+def sync_filesystem(path):
+    """Flush everything written to the file system that holds ``path`` (Linux ``syncfs``): where thousands
+    of new files must reach the disk, one journal commit instead of one per file and directory. False
+    where the call is unavailable (the caller then flushes file by file)."""
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        return syncfs(fd) == 0
+    finally:
+        os.close(fd)

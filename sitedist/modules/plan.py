@@ -99,7 +99,7 @@ def plan_tree(entries, config):
     for e in entries:
         if e.kind not in KINDS:
             raise ModulesError(f"module entry {e.describe()}: unknown kind {e.kind!r}")
-        if not posixpath.isabs(e.prefix):
+        if not e.prefix.startswith("/"):
             raise ModulesError(f"module entry {e.describe()}: prefix {e.prefix!r} is not absolute")
         _check_env(e)
     namer = _namer(config.get("naming") or DEFAULT_NAMING)
@@ -125,7 +125,7 @@ def plan_tree(entries, config):
         modules.append(PlannedModule(
             entry=e, level=level, name=name, version=version, opens=opens,
             family=e.kind if e.kind != "package" else "", requires=requires,
-            depends=_depends(e, level, by_aid), hidden=hide and not e.explicit))
+            depends=_depends(e, level, by_aid) if e.run_depends else (), hidden=hide and not e.explicit))
     modules.sort(key=lambda m: m.relpath)
     levels = sorted({m.level for m in modules} | {m.opens for m in modules if m.opens}
                     | ({"Core"} if layout == "hierarchical" else {""}))

@@ -42,7 +42,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from sitedist.core.durable import flush_tree, fsync_dir
+from sitedist.core.durable import flush_tree, fsync_dir, sync_filesystem
 from sitedist.core.generations import Generations, point
 from sitedist.errors import ModulesError
 from sitedist.modules import catalog
@@ -55,6 +55,7 @@ CONTENT = "content"
 CURRENT = "current"
 MANIFEST = "manifest.json"
 NAMES = "names.json"
+_SYNC_FS = 64   # content directories from which one syncfs flushes them (instead of an fsync a file)
 COMPILED = ".compiled-templates"   # Jinja2's bytecode cache of the templates, for the next publish
 _CONFIG_KEYS = ("formats", "layout", "naming", "disambiguate", "defaults", "hide_implicit", "header", "footer",
                 "catalog", "target")
@@ -222,32 +223,39 @@ class _Tree:
         for leftover in present - valid:   # of a crashed publish, or no longer listed: never linked now
             shutil.rmtree(os.path.join(self.content, leftover))
         present &= valid
+        # (key, path in the tree, the name directory holding it or None: a link of the tree)
+        places = [(k, p, _parent(p, k[0], paths) if "/" in k[1] else None)
+                  for k, p in ((k, _join(*k)) for k in keys)]
         names = {}
         written = []
         for fmt in self.formats:
             tree, ext, rc_name = FORMATS[fmt]
             tree_root = f"{self.root}/{tree}"
-            base = repr((self.code, self.renderer.digest, fmt, tree_root, self.header, self.footer)).encode()
-            digests, children = {}, defaultdict(list)
-            for key in keys:
-                path = _join(*key)
-                kids = sorted(children.pop(path, ()))
-                d = digests[path] = hashlib.sha256(base + texts[key] + repr(kids).encode()).hexdigest()[:32]
+            base = hashlib.sha256(repr((self.code, self.renderer.digest, fmt, tree_root, self.header,
+                                        self.footer)).encode()).digest()
+            links, children = [], defaultdict(list)
+            for key, path, parent in places:
+                kids = children.pop(path, None) if children else None
+                if kids:
+                    kids.sort()
+                d = hashlib.sha256(base + texts[key] + (repr(kids).encode() if kids else b"")).hexdigest()[:32]
                 names[f"{tree}/{path}"] = d
-                parent = _parent(path, key[0], paths)
-                if parent is not None:
+                if parent is None:
+                    links.append((path, d))
+                else:
                     children[parent].append((path[len(parent) + 1:], d))
-                mods = groups.get(key, [])
                 if d in present:
                     self.result.linked_dirs += 1
-                    self.result.reused += len(mods) + (key in rcs)
+                    self.result.reused += len(groups.get(key, ())) + (key in rcs)
                     continue
-                self._write_content(d, fmt, key[1], mods, rcs.get(key), kids, tree_root)
+                self._write_content(d, fmt, key[1], groups.get(key, []), rcs.get(key), kids or (), tree_root)
                 present.add(d)
                 written.append(d)
-            self._write_links(tree, digests, paths)
-        for d in written:
-            flush_tree(os.path.join(self.content, d))
+            self._write_links(tree, links)
+        # Flushed before the generation that lists them is committed; many at once by one syncfs
+        if len(written) < _SYNC_FS or not sync_filesystem(self.content):
+            for d in written:
+                flush_tree(os.path.join(self.content, d))
         if written:
             fsync_dir(self.content)
         return names
@@ -288,23 +296,22 @@ class _Tree:
         self.result.written_dirs += 1
         self.result.rendered += len(files)
 
-    def _write_links(self, tree, digests, paths):
-        """The tree of one format: its level directories, and a link per module name that is not inside
-        another one's directory."""
+    def _write_links(self, tree, links):
+        """The tree of one format: its level directories, and the links [(path, digest)] of the module
+        names that are not inside another one's directory."""
         top = os.path.join(self.stage, tree)
         made = set()
         for level in self.plan.levels:
             os.makedirs(os.path.join(top, level), exist_ok=True)
             made.add(level)
-        for path, d in digests.items():
-            level, _, _ = path.rpartition("/")   # '' (flat) or the level and the head of a name with '/'
-            if any(p in paths for p in _ancestors(path)):
-                continue
+        content = f"{CONTENT}/"
+        for path, d in links:
+            level = path.rpartition("/")[0]   # '' (flat) or the level and the head of a name with '/'
             if level not in made:
                 os.makedirs(os.path.join(top, level), exist_ok=True)
                 made.add(level)
-            os.symlink("../" * (path.count("/") + 3) + f"{CONTENT}/{d}", os.path.join(top, path))
-            self.result.links += 1
+            os.symlink("../" * (path.count("/") + 3) + content + d, f"{top}/{path}")
+        self.result.links += len(links)
         if self.fix_mode:
             for dirpath, _, _ in os.walk(self.stage):
                 os.chmod(dirpath, 0o755)

@@ -165,6 +165,8 @@ def _check_text(ctx):
             for item in value:
                 visit(key, item)
 
+    if problem(" ".join(_strings(ctx.values())), path=True) is None:   # the strictest rule, on all at once
+        return ctx
     for key, value in ctx.items():
         if key == "env":
             for op, var, text in value:
@@ -172,6 +174,17 @@ def _check_text(ctx):
         else:
             visit(key, value, path=key in ("prefix", "use"))
     return ctx
+
+
+def _strings(values):
+    """Every string in ``values`` and in the tuples and lists in them."""
+    out = []
+    for value in values:
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, (tuple, list)):
+            out += _strings(value)
+    return out
 
 
 def module_context(m, tree_root, header=(), footer=()):
