@@ -379,3 +379,17 @@ def test_a_module_name_inside_another_ones_directory(tmp_path, store):
     sh = ModuleShell.lmod(second.modulepath["lua"], tmp_path)
     r = sh.run("module load app/sub/2.0; snap s; module purge; module load app/1.0; snap t")
     assert r.snaps["s"]["APP_ROOT"] == subs[1].prefix and r.snaps["t"]["APP_ROOT"] == app.prefix
+
+
+def test_compiled_templates_are_kept_only_where_nobody_else_may_write(tmp_path, store):
+    """Jinja2's compiled templates (code, run by the publisher) are kept for the next publish in a
+    directory only the publisher may write to; in one that others may write to, they are not used."""
+    cfg = config(tmp_path, formats=["lua"])
+    publish([store.entry("a", "1.0")], cfg)
+    cache = tmp_path / "modules/.compiled-templates"
+    assert os.stat(cache).st_mode & 0o777 == 0o700 and list(cache.iterdir())
+    for f in cache.iterdir():
+        f.unlink()
+    os.chmod(cache, 0o777)
+    publish([store.entry("a", "2.0")], cfg)
+    assert list(cache.iterdir()) == []

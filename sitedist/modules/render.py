@@ -10,6 +10,7 @@ import hashlib
 import importlib.resources
 import os
 import re
+import stat
 from pathlib import Path
 
 import jinja2
@@ -252,7 +253,10 @@ class Renderer:
         against its template's source): a directory only the publisher writes to, made if missing. Compiling
         the five templates anew costs more than a publish after one change writes."""
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        self.env.bytecode_cache = jinja2.FileSystemBytecodeCache(directory)
+        st = os.lstat(directory)
+        # Compiled templates are code: kept only in a directory of this user's that nobody else may write
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022:
+            self.env.bytecode_cache = jinja2.FileSystemBytecodeCache(directory)
 
     def key(self, template, ctx):
         """A digest naming what ``render(template, ctx)`` gives."""
