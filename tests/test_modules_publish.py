@@ -172,7 +172,8 @@ def test_old_generations_are_pruned_and_kept_ones_are_gc_roots(tmp_path, store):
     assert set(os.listdir(tmp_path / "modules/content")) == listed and len(listed) == 2 * 3
 
 
-CRASH = (f"import os, pickle, signal, sys\nsys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})\n"
+CRASH = ("import os, pickle, signal, sys\n"
+         f"sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})\n"
          "import importlib\npublishing = importlib.import_module('sitedist.modules.publish')\n"
          "from sitedist.core.generations import Generations\n"
          "def kill(*a, **k):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -189,7 +190,7 @@ def test_a_crash_between_writing_content_and_switching_leaves_the_tree_whole(tmp
     cfg = config(tmp_path, formats=["lua"], keep=2)
     lib = store.entry("lib", "1.0")
     apps = {t: store.entry("app", "1.0", tag=t) for t in "abc"}
-    first = publish([lib, apps["a"]], cfg)
+    publish([lib, apps["a"]], cfg)
     content = tmp_path / "modules/content"
     before = set(os.listdir(content))
     state = tmp_path / "b.pkl"

@@ -194,18 +194,20 @@ class _Packages:
         return {"name": name, "description": first.entry.description, "homepage": first.entry.homepage or "",
                 "link": homepage, "keywords": sorted(keywords - {name}), "default": default, "versions": vlist}
 
-    def key(self, name, salt, reprs):
-        """A digest of everything package ``name``'s JSON is made from (``reprs``: id(entry) -> repr)."""
+    def key(self, name, salt, reprs, groups):
+        """A digest of everything package ``name``'s JSON is made from (``reprs``: id(entry) -> repr;
+        ``groups``: (level, name) -> a digest of the planned modules there, made by the publish)."""
         if self.salted is None:
             self.salted = repr((salt, FORMAT_VERSION, self.tools, str(self.config.get("target") or "")))
         parts = [self.salted, repr(sorted(self.marked.get(name, ())))]
         for m in self.by_name[name]:   # reprs hold no newline
-            parts += (reprs.get(id(m.entry)) or repr(m.entry),
+            group = groups.get((m.level, m.name))
+            parts += (group.hex() if group else reprs.get(id(m.entry)) or repr(m.entry),
                       repr((m.level, m.name, m.version, self.prereqs[id(m)], self.date(m.entry.prefix))))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
-def catalog_text(plan, config, generation=None, previous=None, salt="", reprs=None, built=built_time):
+def catalog_text(plan, config, generation=None, previous=None, salt="", reprs=None, groups=None, built=built_time):
     """(head, catalog.json's text, index) for a planned tree: ``catalog_data`` as JSON, where each package
     whose inputs equal those of a package in ``previous`` (a catalog directory written before) is that
     one's text, taken from its catalog.json as it is, not made again. ``salt``: a digest of the code and
@@ -217,7 +219,7 @@ def catalog_text(plan, config, generation=None, previous=None, salt="", reprs=No
     text = to_json(head)[:-1] + ',"packages":['
     parts, index, pos = [], {}, len(text)
     for name in packages.names:
-        key = packages.key(name, salt, reprs)
+        key = packages.key(name, salt, reprs, groups or {})
         was = old_index.get(name)
         part = old_text[was[1]:was[2]] if was and was[0] == key else to_json(packages.package(name))
         if parts:
@@ -292,12 +294,13 @@ def render_page(data, renderer, text=None):
     return page.replace(_HASHES_TOKEN, hashes, 1)   # the first: the policy in <head>, before any data
 
 
-def write_catalog(plan, config, directory, renderer=None, generation=None, previous=None, salt="", reprs=None):
+def write_catalog(plan, config, directory, renderer=None, generation=None, previous=None, salt="", reprs=None,
+                  groups=None):
     """Write ``catalog.json`` and ``index.html`` for ``plan`` into ``directory`` (made if missing), each by
     rename, readable by everyone, reusing the text of packages unchanged since the catalog in ``previous``
     (see :func:`catalog_text`). Returns the catalog's head (its ``packages``: how many)."""
     renderer = renderer or Renderer(config.get("templates"))
-    head, text, index = catalog_text(plan, config, generation, previous, salt, reprs)
+    head, text, index = catalog_text(plan, config, generation, previous, salt, reprs, groups)
     _write_files(directory, ((JSON_NAME, text), (HTML_NAME, render_page(head, renderer, text)),
                              (INDEX_NAME, to_json({"format": FORMAT_VERSION, "packages": index}))))
     return head

@@ -174,11 +174,12 @@ def publish(entries, config, lock=nullcontext()):
                                modules=len(plan.modules), notes=plan.notes, modulepath=manifest["modulepath"])
         kept = _kept_content(generations)
         try:
-            names = _Tree(plan, config, renderer, root, stage, code, reprs, result).write(set().union(*kept.values()))
+            tree = _Tree(plan, config, renderer, root, stage, code, reprs, result)
+            names = tree.write(set().union(*kept.values()))
             if catalog.enabled(config):   # the catalog page switches and rolls back with its tree
                 previous = os.path.join(gens, str(current), catalog.CATALOG) if current else None
                 catalog.write_catalog(plan, config, os.path.join(stage, catalog.CATALOG), renderer, number,
-                                      previous, salt=code + renderer.digest, reprs=reprs)
+                                      previous, salt=code + renderer.digest, reprs=reprs, groups=tree.texts)
             _write_json(os.path.join(stage, NAMES), names)
             generations.commit(stage, number)
         except BaseException:
@@ -208,6 +209,7 @@ class _Tree:
         self.code = code
         self.fix_mode = bool(_umask() & 0o055)   # users must read the tree whatever the publisher's umask
         self.contexts = {}                       # id(planned module) -> its context in the first format
+        self.texts = {}                          # (level, name) -> digest of its planned modules and .modulerc
 
     def write(self, valid):
         """Write the trees into the stage; return names.json: '<tree>/<level>/<name>' -> content digest."""
@@ -217,8 +219,9 @@ class _Tree:
         rcs = self.plan.rc_dirs()
         keys = sorted(set(groups) | set(rcs), key=lambda k: (-_depth(k), k))   # nested names first
         paths = {_join(level, name) for level, name in keys}
-        texts = {k: hashlib.sha256("\n".join([repr((k, rcs.get(k)))] + [self._planned(m) for m in groups.get(k, ())])
-                                   .encode()).digest() for k in keys}
+        texts = self.texts = {
+            k: hashlib.sha256("\n".join([repr((k, rcs.get(k)))] + [self._planned(m) for m in groups.get(k, ())])
+                              .encode()).digest() for k in keys}
         present = set(os.listdir(self.content))
         for leftover in present - valid:   # of a crashed publish, or no longer listed: never linked now
             shutil.rmtree(os.path.join(self.content, leftover))
