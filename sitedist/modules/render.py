@@ -2,8 +2,9 @@
 
 A site's ``modules.templates`` directory overrides any template by file name; its templates can extend the
 built-in ones as ``builtin/<name>`` and override their blocks. Every file's content is a function of its
-context (a plain dict, documented in admin_docs/modules.md) and the templates' digest, so ``key()`` names
-the content without rendering it: publishing reuses the previous generation's file when the key matches.
+context (a plain dict, documented in admin_docs/modules.md) and the templates' digest: publishing names a
+module name's directory by a digest of what makes its contexts (sitedist.modules.publish) and renders only
+the directories no kept generation has.
 """
 
 import hashlib
@@ -257,10 +258,6 @@ class Renderer:
         # Compiled templates are code: kept only in a directory of this user's that nobody else may write
         if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022:
             self.env.bytecode_cache = jinja2.FileSystemBytecodeCache(directory)
-
-    def key(self, template, ctx):
-        """A digest naming what ``render(template, ctx)`` gives."""
-        return hashlib.sha1(f"{self.digest}\0{template}\0{ctx!r}".encode()).hexdigest()
 
     def render(self, template, ctx):
         compiled = self._compiled.get(template)
