@@ -65,6 +65,13 @@ def job_state(job_id):
     return (state.group(1) if state else None, reason.group(1) if reason else None)
 
 
+def settled_state(job_id, timeout=60):
+    """The job's state once Slurm has finished with it: a loaded node keeps a failed or cancelled job
+    COMPLETING (its epilog, the step's cleanup) for a while after the sync has seen it end."""
+    return wait_for(lambda: (job_state(job_id)[0] or "").replace("COMPLETING", "") or None, timeout,
+                    f"Slurm job {job_id} to finish completing")
+
+
 def queued(text):
     """name -> Slurm job id, from the 'queued NAME VERSION as Slurm job N' lines of plain progress."""
     return {m.group(1): m.group(2) for m in re.finditer(r"queued (\S+) \S+ as Slurm job (\d+)", text)}
@@ -89,9 +96,16 @@ def slurm_config(tmp_path, packages, recipes, extra="", name="site.yml", store=N
                        store=store or tmp_path / "store")
 
 
+def _default_sigint():
+    # A suite started in the background of a shell script (nohup, `cmd &`) inherits SIGINT ignored, and
+    # Python keeps it ignored: the sync would never see the Ctrl-C that the interrupt test sends.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_sync(*args):
     return subprocess.Popen([sys.executable, "-m", "sitedist.cli.main", "sync", "--progress", "plain", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            preexec_fn=_default_sigint)
 
 
 def wait_for(predicate, timeout, what):
@@ -164,12 +178,12 @@ def test_failing_build_cancels_its_dependents_and_names_job_and_log(tmp_path, sl
     log = re.search(r"job log: (\S+)", proc.stderr).group(1)
     assert os.path.isfile(log) and log.endswith(f".{ids['broken']}.out")
     assert "broken is about to fail" in proc.stderr and re.search(r"^  log: " + re.escape(log), proc.stdout, re.M)
-    assert job_state(ids["broken"])[0] == "FAILED"
+    assert settled_state(ids["broken"]) == "FAILED"
     # Slurm itself cancelled the dependents (--kill-on-invalid-dep), without running them.
     for name in ("needs-broken", "needs-needs"):
         assert wait_for(lambda n=name: job_state(ids[n]) == ("CANCELLED", "DependencyNeverSatisfied"), 30,
                         f"{name} cancelled by Slurm"), job_state(ids[name])
-    assert job_state(ids["unrelated"])[0] == "COMPLETED"
+    assert settled_state(ids["unrelated"]) == "COMPLETED"
     assert re.search(r"^skipped needs-broken\S*: needs broken", proc.stdout, re.M), proc.stdout
     text = run_cli("report", config).stdout
     assert f"    Slurm job {ids['broken']} on " in text and f"job log: {log}" in text, text
@@ -193,11 +207,11 @@ def test_without_keep_going_a_failure_cancels_every_job_not_running_yet(tmp_path
     proc = run_cli("sync", "-j", "2", "--progress", "plain", config, check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     ids = queued(proc.stderr)
-    assert job_state(ids["broken"])[0] == "FAILED"
+    assert settled_state(ids["broken"]) == "FAILED"
     for name in ("later-a", "later-b"):
         assert re.search(rf"^skipped {name}\S*: stopped after failure of broken", proc.stdout, re.M), proc.stdout
-        assert job_state(ids[name])[0] == "CANCELLED"
-    assert our_jobs(tmp_path) == []
+        assert settled_state(ids[name]) == "CANCELLED"
+    wait_for(lambda: our_jobs(tmp_path) == [], 60, "the test's jobs to leave squeue")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -222,7 +236,7 @@ def test_interrupt_cancels_every_job_and_the_next_sync_completes(tmp_path, slurm
     assert sync.returncode == 130, output
     assert our_jobs(tmp_path) == [], output
     ids = queued(output)
-    assert all(job_state(ids[n])[0] == "CANCELLED" for n in ("slow", "after-slow", "other")), output
+    assert all(settled_state(ids[n]) == "CANCELLED" for n in ("slow", "after-slow", "other")), output
     states = {n: a["state"] for n, a in artifacts(config).items()}
     assert states.pop("gcc") == "complete" and set(states.values()) <= {"missing", "incomplete"}, states
 
