@@ -255,6 +255,9 @@ class _Tree:
                 present.add(d)
                 written.append(d)
             self._write_links(tree, links)
+        if self.fix_mode:   # the trees' directories, once all formats are written
+            for dirpath, _, _ in os.walk(self.stage):
+                os.chmod(dirpath, 0o755)
         # Flushed before the generation that lists them is committed; many at once by one syncfs
         if len(written) < _SYNC_FS or not sync_filesystem(self.content):
             for d in written:
@@ -296,6 +299,9 @@ class _Tree:
             link = os.path.join(path, rel)
             os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
             os.symlink("../" * (rel.count("/") + 1) + child, link)
+        if self.fix_mode and any("/" in rel for rel, _ in kids):   # makedirs' mode went through the umask
+            for dirpath, _, _ in os.walk(path):
+                os.chmod(dirpath, 0o755)
         self.result.written_dirs += 1
         self.result.rendered += len(files)
 
@@ -315,9 +321,6 @@ class _Tree:
                 made.add(level)
             os.symlink("../" * (path.count("/") + 3) + content + d, f"{top}/{path}")
         self.result.links += len(links)
-        if self.fix_mode:
-            for dirpath, _, _ in os.walk(self.stage):
-                os.chmod(dirpath, 0o755)
 
 
 def _join(level, name):
