@@ -170,6 +170,37 @@ def test_old_generations_are_pruned_and_kept_ones_are_gc_roots(tmp_path, store):
     for n in ("3", "4"):
         listed |= set(json.loads((tmp_path / "modules/generations" / n / "names.json").read_text()).values())
     assert set(os.listdir(tmp_path / "modules/content")) == listed and len(listed) == 2 * 3
+    # and the symlinks kept for them (one each, every name being 3 levels below the root)
+    assert sorted(os.listdir(tmp_path / "modules/links")) == sorted(f"{d}.3" for d in listed)
+
+
+def test_generations_share_each_names_symlink_by_hard_links(tmp_path, store):
+    """A generation's symlinks are hard links of the ones kept in links/: an unchanged name costs the new
+    generation a directory entry, not an inode. Where the file system refuses a hard link, the generation
+    gets plain symlinks, and loads the same."""
+    cfg = config(tmp_path, formats=["lua"], keep=3)
+    lib = store.entry("lib", "1.0")
+    apps = [store.entry("app", "1.0", tag=str(i)) for i in range(4)]
+    links = tmp_path / "modules/links"
+    g1, g2 = (Path(publish([lib, app], cfg).path) for app in apps[:2])
+    names = json.loads((g2 / "names.json").read_text())
+    kept = links / f"{names['lmod/lib']}.3"
+    assert os.lstat(g1 / "lmod/lib").st_ino == os.lstat(g2 / "lmod/lib").st_ino == os.lstat(kept).st_ino
+    assert os.lstat(kept).st_nlink == 3 and os.readlink(kept) == f"../../../content/{names['lmod/lib']}"
+    assert os.lstat(g1 / "lmod/app").st_ino != os.lstat(g2 / "lmod/app").st_ino
+    # Refused: where lib's symlink is kept there is a directory, which link(2) refuses with EPERM (as it
+    # refuses another admin's symlink under fs.protected_hardlinks=1)
+    kept.unlink()
+    kept.mkdir()
+    g3 = Path(publish([lib, apps[2]], cfg).path)
+    assert os.path.islink(g3 / "lmod/lib") and os.lstat(g3 / "lmod/lib").st_nlink == 1
+    assert os.readlink(g3 / "lmod/lib") == os.readlink(g2 / "lmod/lib")
+    sh = ModuleShell.lmod(f"{tmp_path}/modules/lmod", tmp_path)
+    r = sh.run("module load app lib; snap s")
+    assert r.snaps["s"]["APP_ROOT"] == apps[2].prefix and r.snaps["s"]["LIB_ROOT"] == lib.prefix
+    kept.rmdir()   # and once it is gone, the next generation is hard-linked again
+    g4 = Path(publish([lib, apps[3]], cfg).path)
+    assert os.lstat(g4 / "lmod/lib").st_ino == os.lstat(kept).st_ino != os.lstat(g3 / "lmod/lib").st_ino
 
 
 CRASH = ("import os, pickle, signal, sys\n"

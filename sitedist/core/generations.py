@@ -104,8 +104,11 @@ class Generations:
         path = os.path.join(stage, self.record)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp"
+        # a key per line, each value on one (indent= takes json's pure-Python encoder: 10 ms for a
+        # module tree's 10,000 prefixes, against 1 ms)
+        text = ",\n".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in record.items())
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1)
+            f.write("{\n" + text + "\n}\n")
         os.replace(tmp, path)
 
     def commit(self, stage, number):

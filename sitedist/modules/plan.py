@@ -17,6 +17,7 @@ import posixpath
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import jinja2
 
@@ -34,8 +35,9 @@ _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0", "none"}
 
 
-@dataclass(frozen=True)
-class PlannedModule:
+class PlannedModule(NamedTuple):
+    """Where one entry's modulefile goes. A named tuple, not a frozen dataclass: a 10,000-module plan makes
+    10,000 of them per publish, and a tuple is made in a fifth of the time."""
     entry: ModuleEntry
     level: str            # '' (flat), 'Core', 'Compiler/gcc/12.2', 'MPI/gcc/12.2/openmpi/4.1'
     name: str             # module name, e.g. 'zlib'
