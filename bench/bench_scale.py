@@ -15,7 +15,8 @@ tree. Each command is a new ``bash`` that sources the tool's init script (its st
 too: ``init only``), with a new empty ``HOME`` every run so no user cache of Lmod's counts; median of 3 of
 the wall time and of the CPU time of the whole process tree (user + system, from ``wait4``). Each output
 is checked (avail lists the tree, spider finds the name, the load loaded), and avail's and spider's are
-the same with and without the cache. Also: the size of the cache and the CPU time of refreshing it; and
+the same with and without the cache. Also: the size of the cache and the CPU time of refreshing it (the
+full refresh, and the refresh after one change that re-runs Lmod on the changed name only); and
 Lmod's ``module avail`` on trees of the same sizes in the hierarchical layout (4 compilers, an MPI each),
 with nothing loaded and with a compiler and its MPI loaded.
 
@@ -27,6 +28,7 @@ The 10,000-package store is built once (about 20 minutes on 2 CPUs) in
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -142,6 +144,55 @@ def refresh_cpu(lua_path, cache):
     refresh_lmod_cache(cache, {"lua": lua_path})
     after = os.times()
     return round(after.children_user + after.children_system - before.children_user - before.children_system, 3)
+
+
+def refresh_figures(n, changes=3):
+    """Lmod's spider cache of an n-module flat tree (Lua): the full refresh (update_lmod_system_cache_files,
+    then sitedist indexes its output), then after each of ``changes`` one-package changes the refresh that
+    re-runs Lmod on the changed name only and splices its text in; wall and CPU (this process and its
+    children), median. The last spliced cache is compared with a full refresh of the same tree."""
+    from bench_modules import synthetic_entries
+
+    from sitedist.modules import ModuleEntry, publish
+    from sitedist.modules.lmod_cache import refresh_lmod_cache
+
+    def timed(call):
+        t, before = time.perf_counter(), os.times()
+        out = call()
+        after = os.times()
+        cpu = sum(after[:4]) - sum(before[:4])
+        return out, time.perf_counter() - t, cpu
+
+    def names(result):
+        with open(os.path.join(result.path, "names.json")) as f:
+            return json.load(f)
+
+    directory = tempfile.mkdtemp(prefix="bench-lmod-refresh-")
+    try:
+        root, cache = os.path.join(directory, "modules"), os.path.join(directory, "cache")
+        config = {"root": root, "formats": ["lua"], "layout": "flat", "disambiguate": ["toolchain"], "keep": 2}
+        entries = synthetic_entries(n)
+        result = publish(entries, config)
+        full, t_full, c_full = timed(lambda: refresh_lmod_cache(cache, result.modulepath, names(result)))
+        splices = []
+        for k in range(changes):
+            i = n // 2 + 4 * k
+            e = entries[i]
+            entries[i] = ModuleEntry(**{**e.__dict__, "artifact_id": f"{k}" * 32, "prefix": e.prefix + "-rebuilt"})
+            result = publish(entries, config)
+            splices.append(timed(lambda: refresh_lmod_cache(cache, result.modulepath, names(result))))
+        whole = os.path.join(directory, "whole")
+        refresh_lmod_cache(whole, result.modulepath)   # Lmod over the whole tree, for the comparison
+        with open(os.path.join(cache, "spiderT.lua"), "rb") as a, open(os.path.join(whole, "spiderT.lua"), "rb") as b:
+            identical = a.read() == b.read()
+    finally:
+        shutil.rmtree(directory)
+    if full.spliced or not all(r.spliced and len(r.spidered) == 1 for r, _, _ in splices):
+        raise RuntimeError(f"the refreshes were not as expected: {full}, {[r for r, _, _ in splices]}")
+    return {"lmod_cache_full_refresh_s": round(t_full, 3), "lmod_cache_full_refresh_cpu_s": round(c_full, 3),
+            "lmod_cache_splice_s": round(statistics.median(t for _, t, _ in splices), 3),
+            "lmod_cache_splice_cpu_s": round(statistics.median(c for _, _, c in splices), 3),
+            "lmod_cache_splice_identical": identical}
 
 
 def shell_run(init, setup, command, env):
@@ -265,6 +316,8 @@ def main(runs=5, users=True, admins=True):
                 figures[f"{k}_growth"] = round(big[k] / small[k], 2) if small[k] else None
     if users:
         figures.update(all_user_figures(max(1, min(runs, 3))))
+        if os.path.isfile(LMOD_INIT):
+            figures.update({f"{k}_10k": v for k, v in refresh_figures(10_000).items()})
     return figures
 
 

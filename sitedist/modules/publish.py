@@ -91,6 +91,7 @@ class PublishResult:
     linked_dirs: int = 0     # content directories reused from kept generations
     links: int = 0           # symbolic links the new generation's trees are made of
     removed_dirs: int = 0    # content directories removed (no kept generation lists them)
+    lmod_cache: object = None   # the spider cache's refresh (lmod_cache.CacheRefresh) when modules.lmod_cache
 
 
 @dataclass
@@ -165,7 +166,8 @@ def publish(entries, config, lock=nullcontext()):
         if old and old.get("inputs") == digest:
             _ensure_links(root, formats)
             if config.get("lmod_cache") and cache_stale(os.path.join(root, CURRENT), config["lmod_cache"]):
-                refresh_lmod_cache(config["lmod_cache"], old["modulepath"])
+                refresh_lmod_cache(config["lmod_cache"], old["modulepath"],
+                                   _read_json(os.path.join(gens, str(current), NAMES)))
             return PublishResult(generation=current, root=root, path=os.path.join(gens, str(current)),
                                  changed=False, modules=old.get("modules", 0), notes=old.get("notes", []),
                                  modulepath=modulepath_roots(config))
@@ -200,8 +202,8 @@ def publish(entries, config, lock=nullcontext()):
         result.pruned = _prune(gens, number, int(config.get("keep", 5)))
         if result.pruned:
             result.removed_dirs = _sweep(root, [kept[n] for n in generations.numbers() if n in kept])
-        if config.get("lmod_cache"):
-            refresh_lmod_cache(config["lmod_cache"], manifest["modulepath"])
+        if config.get("lmod_cache"):   # Lmod evaluates the names whose content changed
+            result.lmod_cache = refresh_lmod_cache(config["lmod_cache"], manifest["modulepath"], names)
     return result
 
 
@@ -493,7 +495,8 @@ def switch_generation(root, number, lock=nullcontext()):
         _switch(root, number)
         _ensure_links(root, manifest.get("formats", []))
         if manifest.get("lmod_cache"):
-            refresh_lmod_cache(manifest["lmod_cache"], manifest["modulepath"])
+            refresh_lmod_cache(manifest["lmod_cache"], manifest["modulepath"],
+                               _read_json(os.path.join(generations.path(number), NAMES)))
     return number
 
 

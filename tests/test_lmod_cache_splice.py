@@ -1,0 +1,192 @@
+"""The Lmod spider cache refreshed in proportion to the change (``modules.lmod_cache``), with real Lmod: after
+a publish that changed one package, Lmod evaluates that package's module name only and its entries are
+spliced into the previous cache; the result is the file a full ``update_lmod_system_cache_files`` run writes
+for the same tree, and what users see with it is the new tree. Anything the splice cannot vouch for falls
+back to the full refresh, silently."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from modtools import LMOD_INIT, ModuleShell, make_prefix
+
+from sitedist.modules import ModuleEntry, publish, rollback
+from sitedist.modules.lmod_cache import CACHE, INDEX, LMODRC, refresh_lmod_cache
+
+pytestmark = pytest.mark.skipif(not (os.path.isfile(LMOD_INIT) and shutil.which("lua5.3")),
+                                reason="Lmod (and Lua 5.3) are not installed")
+
+# Loads two cache files (text or compiled) and says whether they define the same tables
+LUA_EQUAL = r"""
+local function load(fn) local env = {}; assert(loadfile(fn, "bt", env))(); return env end
+local function eq(a, b)
+  if type(a) ~= type(b) then return false end
+  if type(a) ~= "table" then return a == b end
+  for k, v in pairs(a) do if not eq(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+local a, b = load(arg[1]), load(arg[2])
+assert(next(a.spiderT) and next(b.spiderT), "no spiderT")
+print(eq(a, b) and "EQUAL" or "DIFFERENT")
+"""
+
+
+def entry(store, name, version, build="1", **kw):
+    aid = hashlib.sha256(f"{name}/{version}/{build}".encode()).hexdigest()[:32]
+    prefix, subdirs = make_prefix(store, name, version, aid)
+    return ModuleEntry(name=name, version=version, prefix=prefix, artifact_id=aid, subdirs=subdirs,
+                       description=f"{name} {version} for tests", **kw)
+
+
+def config(tmp_path, layout="flat"):
+    # categories ('bio/samtools'), a default, hidden dependencies: each makes entries of its own in the cache
+    return {"root": str(tmp_path / "modules"), "formats": ["lua", "tcl"], "layout": layout,
+            "lmod_cache": str(tmp_path / "cache"), "defaults": {"tool": "1.0"},
+            "naming": "{% if name.startswith('sam') %}bio/{% endif %}{{ name }}/{{ version }}"}
+
+
+def stack(store):
+    return [entry(store, "tool", "1.0"), entry(store, "tool", "2.0"), entry(store, "lib", "1.0", explicit=False),
+            entry(store, "lib", "2.0"), entry(store, "samtools", "1.17"), entry(store, "samfix", "0.7", explicit=False),
+            entry(store, "zz", "3")]
+
+
+def full_refresh(tmp_path, modulepath):
+    """The cache that Lmod's update_lmod_system_cache_files writes for the current tree (as before the splice)."""
+    whole = tmp_path / "whole-cache"
+    shutil.rmtree(whole, ignore_errors=True)
+    assert not refresh_lmod_cache(str(whole), modulepath).spliced
+    return whole
+
+
+def lua_equal(a, b):
+    out = subprocess.run(["lua5.3", "-", str(a), str(b)], input=LUA_EQUAL, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip() == "EQUAL"
+
+
+def assert_as_full_refresh(tmp_path, result):
+    """The cache equals a full refresh's: byte for byte, and as the tables Lmod loads (the text and the
+    compiled file)."""
+    cache, whole = tmp_path / "cache", full_refresh(tmp_path, result.modulepath)
+    assert (cache / CACHE).read_bytes() == (whole / CACHE).read_bytes()
+    assert lua_equal(cache / CACHE, whole / CACHE)
+    compiled = [p.name for p in whole.glob("spiderT.luac_*")]
+    assert compiled, "update_lmod_system_cache_files compiles the cache"
+    for name in compiled:
+        assert lua_equal(cache / name, whole / CACHE), name
+
+
+def shell(tmp_path, modulepath, cache=True):
+    home = tmp_path / ("home-cache" if cache else "home-plain")
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir()
+    return ModuleShell.lmod(modulepath, home, {"LMOD_RC": str(tmp_path / "cache" / LMODRC)} if cache else {})
+
+
+def test_one_change_reevaluates_that_name_only_and_equals_a_full_refresh(tmp_path):
+    store, cfg = tmp_path / "store", config(tmp_path)
+    entries = stack(store)
+    first = publish(entries, cfg)
+    assert not first.lmod_cache.spliced and (tmp_path / "cache" / INDEX).is_file()
+    # A modulefile put behind sitedist's back into a name that does not change: a refresh that re-evaluated
+    # every name would list it; one that re-evaluates the changed name only does not
+    tool = Path(os.path.realpath(tmp_path / "modules" / "lmod" / "tool"))
+    stray = tool / "9.9.lua"
+    os.chmod(tool, 0o755)
+    stray.write_text((tool / "1.0.lua").read_text())
+    try:
+        entries[3] = entry(store, "lib", "2.0", build="2")   # lib 2.0 rebuilt
+        entries.append(entry(store, "lib", "3.0"))           # and a new version of lib
+        second = publish(entries, cfg)
+        assert second.lmod_cache.spliced and second.lmod_cache.spidered == ["lib"], second.lmod_cache
+        lua = second.modulepath["lua"]
+        with_cache = shell(tmp_path, lua).run("module avail 2>&1; echo '<<SPIDER'; module spider lib 2>&1; "
+                                              "module spider lib/3.0 2>&1; module load lib/3.0; snap loaded")
+        avail, spider = with_cache.stdout.split("<<SPIDER")
+        assert "lib/3.0" in avail and "lib/2.0" in avail and "bio/samtools/1.17" in avail
+        assert "lib/3.0" in spider and "lib 3.0 for tests" in spider
+        assert with_cache.snaps["loaded"]["LIB_ROOT"] == entries[-1].prefix
+        assert "tool/9.9" not in avail, "the unchanged name was evaluated again"
+        assert "tool/9.9" in shell(tmp_path, lua, cache=False).run("module avail 2>&1").stdout
+    finally:
+        stray.unlink()
+    assert_as_full_refresh(tmp_path, second)
+
+    # a name removed, a name added (in a category): spliced too
+    entries = [e for e in entries if e.name != "zz"] + [entry(store, "samba", "4.1")]
+    third = publish(entries, cfg)
+    assert third.lmod_cache.spliced and third.lmod_cache.spidered == ["bio/samba"], third.lmod_cache
+    assert_as_full_refresh(tmp_path, third)
+    out = shell(tmp_path, third.modulepath["lua"]).run("module avail 2>&1").stdout
+    assert "bio/samba/4.1" in out and "zz/3" not in out
+
+    # another default, a version hidden: what the names' .modulerc.lua say changes
+    entries[3] = entry(store, "lib", "2.0", build="2", explicit=False)
+    fourth = publish(entries, {**cfg, "defaults": {"tool": "2.0"}})
+    assert fourth.lmod_cache.spliced and fourth.lmod_cache.spidered == ["lib", "tool"], fourth.lmod_cache
+    assert_as_full_refresh(tmp_path, fourth)
+    out = shell(tmp_path, fourth.modulepath["lua"]).run("module avail 2>&1; module load tool; snap loaded")
+    assert "lib/2.0" not in out.stdout and "lib/3.0" in out.stdout
+    assert out.snaps["loaded"]["TOOL_ROOT"] == entries[1].prefix
+
+    # a rollback switches back to an earlier tree: the names that differ are evaluated again
+    assert rollback(cfg["root"]) == third.generation
+    assert_as_full_refresh(tmp_path, third)
+    assert rollback(cfg["root"]) == second.generation
+    assert_as_full_refresh(tmp_path, second)
+    out = shell(tmp_path, second.modulepath["lua"]).run("module avail 2>&1").stdout
+    assert "zz/3" in out and "bio/samba" not in out
+
+
+def test_the_full_refresh_runs_when_the_splice_cannot_be_trusted(tmp_path):
+    store, cfg = tmp_path / "store", config(tmp_path)
+    entries = stack(store)
+    publish(entries, cfg)
+    cache = tmp_path / "cache"
+
+    def change(k):
+        entries.append(entry(store, "tool", f"3.{k}"))
+        return publish(entries, cfg)
+
+    # the index is gone, or unreadable
+    (cache / INDEX).unlink()
+    result = change(0)
+    assert not result.lmod_cache.spliced and "no index" in result.lmod_cache.reason
+    assert_as_full_refresh(tmp_path, result)
+    (cache / INDEX).write_text("{not json")
+    result = change(1)
+    assert not result.lmod_cache.spliced
+    assert_as_full_refresh(tmp_path, result)
+    assert change(2).lmod_cache.spliced, "the full refresh indexes its cache for the next refresh"
+    # the cache was rewritten by someone else (an admin running update_lmod_system_cache_files)
+    subprocess.run(["/usr/bin/touch", str(cache / CACHE)], check=True)
+    result = change(3)
+    assert not result.lmod_cache.spliced and "not the file indexed" in result.lmod_cache.reason
+    assert_as_full_refresh(tmp_path, result)
+    # the last hidden module of the tree made visible: Lmod's text of an empty table is not spliced
+    entries[:] = [e for e in entries if e.name != "samfix"]
+    entries[2] = entry(store, "lib", "1.0")
+    result = publish(entries, cfg)
+    assert not result.lmod_cache.spliced, result.lmod_cache
+    assert_as_full_refresh(tmp_path, result)
+    out = shell(tmp_path, result.modulepath["lua"]).run("module avail 2>&1").stdout
+    assert "lib/1.0" in out and "tool/3.3" in out
+
+
+def test_a_hierarchical_tree_gets_the_full_refresh(tmp_path):
+    """The modules of a compiler open a level of their own; the cache of a hierarchical tree is refreshed
+    whole (not spliced), and Lmod finds a new module at the compiler's level."""
+    store = tmp_path / "store"
+    cfg = {**config(tmp_path, "hierarchical"), "naming": None, "defaults": {}}
+    gcc = ("gcc", "12.2.0")
+    entries = [entry(store, "gcc", "12.2.0", kind="compiler"), entry(store, "zlib", "1.3", compiler=gcc)]
+    publish(entries, cfg)
+    result = publish(entries + [entry(store, "zlib", "1.4", compiler=gcc)], cfg)
+    assert not result.lmod_cache.spliced and "not a flat tree" in result.lmod_cache.reason
+    out = shell(tmp_path, result.modulepath["lua"]).run("module load gcc; module avail 2>&1").stdout
+    assert "zlib/1.4" in out
