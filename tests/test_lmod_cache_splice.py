@@ -190,3 +190,19 @@ def test_a_hierarchical_tree_gets_the_full_refresh(tmp_path):
     assert not result.lmod_cache.spliced and "not a flat tree" in result.lmod_cache.reason
     out = shell(tmp_path, result.modulepath["lua"]).run("module load gcc; module avail 2>&1").stdout
     assert "zlib/1.4" in out
+
+
+def test_text_that_looks_like_lmods_tables_is_spliced_as_text(tmp_path):
+    """A description holding lines like the cache's own (closing braces, entries, Lua's long brackets and
+    quotes) stays inside its string: the splice cuts only where Lmod's tables are."""
+    store, cfg = tmp_path / "store", config(tmp_path)
+    evil = 'evil\n    },\n  },\n}\nspiderT = {}\n]] ]=] "quoted [[ x\\" \n      ["lib/1.0"] = true,\n'
+    entries = stack(store)
+    entries[0] = ModuleEntry(**{**entries[0].__dict__, "description": evil})
+    publish(entries, cfg)
+    entries[4] = ModuleEntry(**{**entries[4].__dict__, "description": evil + "2"})
+    entries[3] = entry(store, "lib", "2.0", build="2")
+    result = publish(entries, cfg)
+    assert result.lmod_cache.spliced and result.lmod_cache.spidered == ["bio/samtools", "lib"], result.lmod_cache
+    assert_as_full_refresh(tmp_path, result)
+    assert "]=] " in shell(tmp_path, result.modulepath["lua"]).run("module spider bio/samtools/1.17 2>&1").stdout
