@@ -92,7 +92,7 @@ def test_one_change_reevaluates_that_name_only_and_equals_a_full_refresh(tmp_pat
     store, cfg = tmp_path / "store", config(tmp_path)
     entries = stack(store)
     first = publish(entries, cfg)
-    assert not first.lmod_cache.spliced and (tmp_path / "cache" / INDEX).is_file()
+    assert not first.lmod_cache["spliced"] and (tmp_path / "cache" / INDEX).is_file()
     # A modulefile put behind sitedist's back into a name that does not change: a refresh that re-evaluated
     # every name would list it; one that re-evaluates the changed name only does not
     tool = Path(os.path.realpath(tmp_path / "modules" / "lmod" / "tool"))
@@ -103,7 +103,7 @@ def test_one_change_reevaluates_that_name_only_and_equals_a_full_refresh(tmp_pat
         entries[3] = entry(store, "lib", "2.0", build="2")   # lib 2.0 rebuilt
         entries.append(entry(store, "lib", "3.0"))           # and a new version of lib
         second = publish(entries, cfg)
-        assert second.lmod_cache.spliced and second.lmod_cache.spidered == ["lib"], second.lmod_cache
+        assert second.lmod_cache["spliced"] and second.lmod_cache["spidered"] == ["lib"], second.lmod_cache
         lua = second.modulepath["lua"]
         with_cache = shell(tmp_path, lua).run("module avail 2>&1; echo '<<SPIDER'; module spider lib 2>&1; "
                                               "module spider lib/3.0 2>&1; module load lib/3.0; snap loaded")
@@ -120,7 +120,7 @@ def test_one_change_reevaluates_that_name_only_and_equals_a_full_refresh(tmp_pat
     # a name removed, a name added (in a category): spliced too
     entries = [e for e in entries if e.name != "zz"] + [entry(store, "samba", "4.1")]
     third = publish(entries, cfg)
-    assert third.lmod_cache.spliced and third.lmod_cache.spidered == ["bio/samba"], third.lmod_cache
+    assert third.lmod_cache["spliced"] and third.lmod_cache["spidered"] == ["bio/samba"], third.lmod_cache
     assert_as_full_refresh(tmp_path, third)
     out = shell(tmp_path, third.modulepath["lua"]).run("module avail 2>&1").stdout
     assert "bio/samba/4.1" in out and "zz/3" not in out
@@ -128,7 +128,7 @@ def test_one_change_reevaluates_that_name_only_and_equals_a_full_refresh(tmp_pat
     # another default, a version hidden: what the names' .modulerc.lua say changes
     entries[3] = entry(store, "lib", "2.0", build="2", explicit=False)
     fourth = publish(entries, {**cfg, "defaults": {"tool": "2.0"}})
-    assert fourth.lmod_cache.spliced and fourth.lmod_cache.spidered == ["lib", "tool"], fourth.lmod_cache
+    assert fourth.lmod_cache["spliced"] and fourth.lmod_cache["spidered"] == ["lib", "tool"], fourth.lmod_cache
     assert_as_full_refresh(tmp_path, fourth)
     out = shell(tmp_path, fourth.modulepath["lua"]).run("module avail 2>&1; module load tool; snap loaded")
     assert "lib/2.0" not in out.stdout and "lib/3.0" in out.stdout
@@ -156,23 +156,23 @@ def test_the_full_refresh_runs_when_the_splice_cannot_be_trusted(tmp_path):
     # the index is gone, or unreadable
     (cache / INDEX).unlink()
     result = change(0)
-    assert not result.lmod_cache.spliced and "no index" in result.lmod_cache.reason
+    assert not result.lmod_cache["spliced"] and "no index" in result.lmod_cache["reason"]
     assert_as_full_refresh(tmp_path, result)
     (cache / INDEX).write_text("{not json")
     result = change(1)
-    assert not result.lmod_cache.spliced
+    assert not result.lmod_cache["spliced"]
     assert_as_full_refresh(tmp_path, result)
-    assert change(2).lmod_cache.spliced, "the full refresh indexes its cache for the next refresh"
+    assert change(2).lmod_cache["spliced"], "the full refresh indexes its cache for the next refresh"
     # the cache was rewritten by someone else (an admin running update_lmod_system_cache_files)
     subprocess.run(["/usr/bin/touch", str(cache / CACHE)], check=True)
     result = change(3)
-    assert not result.lmod_cache.spliced and "not the file indexed" in result.lmod_cache.reason
+    assert not result.lmod_cache["spliced"] and "not the file indexed" in result.lmod_cache["reason"]
     assert_as_full_refresh(tmp_path, result)
     # the last hidden module of the tree made visible: Lmod's text of an empty table is not spliced
     entries[:] = [e for e in entries if e.name != "samfix"]
     entries[2] = entry(store, "lib", "1.0")
     result = publish(entries, cfg)
-    assert not result.lmod_cache.spliced, result.lmod_cache
+    assert not result.lmod_cache["spliced"], result.lmod_cache
     assert_as_full_refresh(tmp_path, result)
     out = shell(tmp_path, result.modulepath["lua"]).run("module avail 2>&1").stdout
     assert "lib/1.0" in out and "tool/3.3" in out
@@ -187,7 +187,7 @@ def test_a_hierarchical_tree_gets_the_full_refresh(tmp_path):
     entries = [entry(store, "gcc", "12.2.0", kind="compiler"), entry(store, "zlib", "1.3", compiler=gcc)]
     publish(entries, cfg)
     result = publish(entries + [entry(store, "zlib", "1.4", compiler=gcc)], cfg)
-    assert not result.lmod_cache.spliced and "not a flat tree" in result.lmod_cache.reason
+    assert not result.lmod_cache["spliced"] and "not a flat tree" in result.lmod_cache["reason"]
     out = shell(tmp_path, result.modulepath["lua"]).run("module load gcc; module avail 2>&1").stdout
     assert "zlib/1.4" in out
 
@@ -203,6 +203,6 @@ def test_text_that_looks_like_lmods_tables_is_spliced_as_text(tmp_path):
     entries[4] = ModuleEntry(**{**entries[4].__dict__, "description": evil + "2"})
     entries[3] = entry(store, "lib", "2.0", build="2")
     result = publish(entries, cfg)
-    assert result.lmod_cache.spliced and result.lmod_cache.spidered == ["bio/samtools", "lib"], result.lmod_cache
+    assert result.lmod_cache["spliced"] and result.lmod_cache["spidered"] == ["bio/samtools", "lib"], result.lmod_cache
     assert_as_full_refresh(tmp_path, result)
     assert "]=] " in shell(tmp_path, result.modulepath["lua"]).run("module spider bio/samtools/1.17 2>&1").stdout

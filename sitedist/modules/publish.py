@@ -91,7 +91,7 @@ class PublishResult:
     linked_dirs: int = 0     # content directories reused from kept generations
     links: int = 0           # symbolic links the new generation's trees are made of
     removed_dirs: int = 0    # content directories removed (no kept generation lists them)
-    lmod_cache: object = None   # the spider cache's refresh (lmod_cache.CacheRefresh) when modules.lmod_cache
+    lmod_cache: dict = None  # with modules.lmod_cache: what its refresh did (fields of lmod_cache.CacheRefresh)
 
 
 @dataclass
@@ -203,7 +203,7 @@ def publish(entries, config, lock=nullcontext()):
         if result.pruned:
             result.removed_dirs = _sweep(root, [kept[n] for n in generations.numbers() if n in kept])
         if config.get("lmod_cache"):   # Lmod evaluates the names whose content changed
-            result.lmod_cache = refresh_lmod_cache(config["lmod_cache"], manifest["modulepath"], names)
+            result.lmod_cache = vars(refresh_lmod_cache(config["lmod_cache"], manifest["modulepath"], names))
     return result
 
 
