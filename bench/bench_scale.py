@@ -46,6 +46,7 @@ NOOP_TARGET = 1.0
 DRY_RUN_TARGET = 1.0
 RSS_TARGET_MB = 300
 AVAIL_TARGET = 0.5
+ONE_CHANGE_PUBLISH_TARGET = 0.3
 LMOD_INIT = "/usr/share/lmod/lmod/init/bash"
 EM5_INIT = "/opt/em5/usr/share/modules/init/bash"
 
@@ -149,12 +150,13 @@ def refresh_cpu(lua_path, cache):
 def refresh_figures(n, changes=3):
     """Lmod's spider cache of an n-module flat tree (Lua): the full refresh (update_lmod_system_cache_files,
     then sitedist indexes its output), then after each of ``changes`` one-package changes the refresh that
-    re-runs Lmod on the changed name only and splices its text in; wall and CPU (this process and its
-    children), median. The last spliced cache is compared with a full refresh of the same tree."""
+    re-runs Lmod on the changed name only and splices its text in; then ``changes`` one-package publishes
+    with ``modules.lmod_cache`` set, the refresh included; wall and CPU (this process and its children),
+    median. The last spliced cache is compared with a full refresh of the same tree."""
     from bench_modules import synthetic_entries
 
     from sitedist.modules import ModuleEntry, publish
-    from sitedist.modules.lmod_cache import refresh_lmod_cache
+    from sitedist.modules.lmod_cache import CacheRefresh, refresh_lmod_cache
 
     def timed(call):
         t, before = time.perf_counter(), os.times()
@@ -181,6 +183,14 @@ def refresh_figures(n, changes=3):
             entries[i] = ModuleEntry(**{**e.__dict__, "artifact_id": f"{k}" * 32, "prefix": e.prefix + "-rebuilt"})
             result = publish(entries, config)
             splices.append(timed(lambda: refresh_lmod_cache(cache, result.modulepath, names(result))))
+        publishes = []   # the same, as a site publishes: the refresh inside the publish
+        for k in range(changes, 2 * changes):
+            i = n // 2 + 4 * k
+            e = entries[i]
+            entries[i] = ModuleEntry(**{**e.__dict__, "artifact_id": f"{k}" * 32, "prefix": e.prefix + "-rebuilt"})
+            publishes.append(timed(lambda: publish(entries, {**config, "lmod_cache": cache})))
+            result = publishes[-1][0]
+            splices.append((CacheRefresh(**result.lmod_cache), 0, 0))
         whole = os.path.join(directory, "whole")
         refresh_lmod_cache(whole, result.modulepath)   # Lmod over the whole tree, for the comparison
         with open(os.path.join(cache, "spiderT.lua"), "rb") as a, open(os.path.join(whole, "spiderT.lua"), "rb") as b:
@@ -190,8 +200,10 @@ def refresh_figures(n, changes=3):
     if full.spliced or not all(r.spliced and len(r.spidered) == 1 for r, _, _ in splices):
         raise RuntimeError(f"the refreshes were not as expected: {full}, {[r for r, _, _ in splices]}")
     return {"lmod_cache_full_refresh_s": round(t_full, 3), "lmod_cache_full_refresh_cpu_s": round(c_full, 3),
-            "lmod_cache_splice_s": round(statistics.median(t for _, t, _ in splices), 3),
-            "lmod_cache_splice_cpu_s": round(statistics.median(c for _, _, c in splices), 3),
+            "lmod_cache_splice_s": round(statistics.median(t for _, t, _ in splices[:changes]), 3),
+            "lmod_cache_splice_cpu_s": round(statistics.median(c for _, _, c in splices[:changes]), 3),
+            "lmod_cache_one_change_publish_s": round(statistics.median(t for _, t, _ in publishes), 3),
+            "lmod_cache_one_change_publish_cpu_s": round(statistics.median(c for _, _, c in publishes), 3),
             "lmod_cache_splice_identical": identical}
 
 
@@ -306,7 +318,7 @@ def all_user_figures(runs):
 
 def main(runs=5, users=True, admins=True):
     figures = {"noop_target_s": NOOP_TARGET, "dry_run_target_s": DRY_RUN_TARGET, "rss_target_mb": RSS_TARGET_MB,
-               "avail_target_s": AVAIL_TARGET}
+               "avail_target_s": AVAIL_TARGET, "one_change_publish_target_s": ONE_CHANGE_PUBLISH_TARGET}
     if admins:
         small, big = admin_figures(1000, runs), admin_figures(10_000, runs)
         figures.update({f"{k}_1k": v for k, v in small.items()})
