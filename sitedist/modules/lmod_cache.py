@@ -34,8 +34,8 @@ CACHE = "spiderT.lua"
 
 _LMOD_CACHE_SCRIPT = "update_lmod_system_cache_files"
 _LMOD_DIRS = ("/usr/share/lmod/lmod/libexec", "/opt/apps/lmod/lmod/libexec", "/usr/local/lmod/lmod/libexec")
-_TREE = "lmod/"
-_WORK = ".spider-"   # in the cache directory: the changed names' links, while Lmod reads them   # the Lua tree's names in names.json
+_TREE = "lmod/"      # the Lua tree's names in names.json
+_WORK = ".spider-"   # in the cache directory: the changed names' links, while Lmod reads them
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._+/-]+\Z")   # a path Lmod writes unescaped into any Lua string
 # Lmod's serialised tables (its serializeTbl): a quoted string, a long string, or the start of a line
 # indented by at most 6 spaces (outside strings: the lines that can open or close the parts spliced)
