@@ -178,18 +178,67 @@ def test_the_full_refresh_runs_when_the_splice_cannot_be_trusted(tmp_path):
     assert "lib/1.0" in out and "tool/3.3" in out
 
 
-def test_a_hierarchical_tree_gets_the_full_refresh(tmp_path):
-    """The modules of a compiler open a level of their own; the cache of a hierarchical tree is refreshed
-    whole (not spliced), and Lmod finds a new module at the compiler's level."""
+def test_a_hierarchical_tree_is_spliced_for_packages_and_refreshed_whole_for_compilers(tmp_path):
+    """In a hierarchical tree (Core, Compiler/<c>/<v>, MPI/<c>/<v>/<mpi>/<v>), a package rebuilt, added or
+    removed at any level is spliced: Lmod evaluates that name only, at its level, and the cache equals a full
+    refresh's; users see the new tree after loading the compiler and MPI. A compiler or MPI module (which
+    opens a level) changed gets the full refresh."""
     store = tmp_path / "store"
     cfg = {**config(tmp_path, "hierarchical"), "naming": None, "defaults": {}}
-    gcc = ("gcc", "12.2.0")
-    entries = [entry(store, "gcc", "12.2.0", kind="compiler"), entry(store, "zlib", "1.3", compiler=gcc)]
-    publish(entries, cfg)
-    result = publish(entries + [entry(store, "zlib", "1.4", compiler=gcc)], cfg)
-    assert not result.lmod_cache["spliced"] and "not a flat tree" in result.lmod_cache["reason"]
-    out = shell(tmp_path, result.modulepath["lua"]).run("module load gcc; module avail 2>&1").stdout
-    assert "zlib/1.4" in out
+    gcc, intel, ompi = ("gcc", "12.2.0"), ("intel", "2024"), ("openmpi", "4.1")
+    entries = [entry(store, "gcc", "12.2.0", kind="compiler"), entry(store, "intel", "2024", kind="compiler"),
+               entry(store, "cmake", "3.27"), entry(store, "ninja", "1.11", explicit=False),
+               entry(store, "zlib", "1.3", compiler=gcc, explicit=False), entry(store, "zlib", "1.4", compiler=gcc),
+               entry(store, "zlib", "1.3", build="i", compiler=intel, explicit=False),
+               entry(store, "zlib", "1.4", build="i", compiler=intel),
+               entry(store, "openmpi", "4.1", kind="mpi", compiler=gcc),
+               entry(store, "hdf5", "1.14", compiler=gcc, mpi=ompi), entry(store, "fftw", "3.3", compiler=gcc, mpi=ompi)]
+    first = publish(entries, cfg)
+    assert not first.lmod_cache["spliced"] and (tmp_path / "cache" / INDEX).is_file()
+    lua = first.modulepath["lua"]
+
+    def change(*names):
+        result = publish(entries, cfg)
+        assert result.lmod_cache["spliced"] and result.lmod_cache["spidered"] == list(names), result.lmod_cache
+        assert_as_full_refresh(tmp_path, result)
+        return result
+
+    # a package rebuilt at each level; the MPI level's with a new version beside it
+    entries[2] = entry(store, "cmake", "3.27", build="2")
+    change("Core/cmake")
+    entries[5] = entry(store, "zlib", "1.4", build="2", compiler=gcc)
+    change("Compiler/gcc/12.2/zlib")
+    entries[9] = entry(store, "hdf5", "1.14", build="2", compiler=gcc, mpi=ompi)
+    entries.append(entry(store, "hdf5", "1.15", compiler=gcc, mpi=ompi))
+    change("MPI/gcc/12.2/openmpi/4.1/hdf5")
+    # a package removed, packages added at levels that exist, at Core and below it in one publish
+    entries[:] = [e for e in entries if e.name != "fftw"]
+    entries += [entry(store, "bzip2", "1.0", compiler=intel), entry(store, "scalapack", "2.2", compiler=gcc, mpi=ompi),
+                entry(store, "ninja", "1.12")]
+    change("Compiler/intel/2024/bzip2", "Core/ninja", "MPI/gcc/12.2/openmpi/4.1/scalapack")
+    out = shell(tmp_path, lua).run("module load gcc openmpi; module avail 2>&1; echo '<<SPIDER'; "
+                                   "module spider hdf5/1.15 2>&1; module spider bzip2/1.0 2>&1; "
+                                   "module load hdf5/1.15; snap loaded")
+    avail, spider = out.stdout.split("<<SPIDER")
+    assert "scalapack/2.2" in avail and "hdf5/1.15" in avail and "zlib/1.4" in avail and "ninja/1.12" in avail
+    assert "fftw" not in avail and "bzip2" not in avail, "bzip2 is intel's"
+    assert "hdf5 1.15 for tests" in spider and "gcc/12.2.0  openmpi/4.1" in spider
+    assert "intel/2024" in spider and "bzip2 1.0 for tests" in spider
+    assert out.snaps["loaded"]["HDF5_ROOT"] == entries[10].prefix
+
+    # a module that opens a level changed: the full refresh; the next package change is spliced again
+    entries[1] = entry(store, "intel", "2024", build="2", kind="compiler")
+    result = publish(entries, cfg)
+    assert not result.lmod_cache["spliced"] and "Core/intel changes MODULEPATH" in result.lmod_cache["reason"]
+    assert_as_full_refresh(tmp_path, result)
+    entries.append(entry(store, "mpich", "4.1", kind="mpi", compiler=gcc))   # a new MPI: a new level
+    result = publish(entries, cfg)
+    assert not result.lmod_cache["spliced"], result.lmod_cache
+    assert_as_full_refresh(tmp_path, result)
+    entries.append(entry(store, "zstd", "1.5", compiler=intel))
+    change("Compiler/intel/2024/zstd")
+    out = shell(tmp_path, lua).run("module load intel; module avail 2>&1").stdout
+    assert "zstd/1.5" in out and "bzip2/1.0" in out
 
 
 def test_text_that_looks_like_lmods_tables_is_spliced_as_text(tmp_path):

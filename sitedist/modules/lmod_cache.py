@@ -11,8 +11,14 @@ content digest names (see sitedist.modules.publish). Beside the cache, ``sitedis
 each name's entries are in the file and the digest they were made from. A refresh runs Lmod's own ``spider``
 on a temporary directory that links only the names whose digest changed, puts the tree's path in its output,
 and splices that text into the previous file in place of the changed names' entries; the other entries are
-copied as they are. Anything unexpected (no index, another Lmod, a hierarchical tree, output that does not
-split as expected) runs Lmod's ``update_lmod_system_cache_files`` over the whole tree instead, as before,
+copied as they are. In a hierarchical tree (levels Core, Compiler/<c>/<v>, MPI/<c>/<v>/<mpi>/<v>) each level
+is a directory of its own in spiderT and mrcMpathT, keyed by the path the modules that open it prepend to
+MODULEPATH; an entry there does not depend on how Lmod reached the level (spider records no parent in it,
+and evaluates modulefiles without changing the environment), so spider runs on one temporary directory per
+changed level, Core apart (the .modulerc of the MODULEPATH Lmod starts with also go to mrcT). A change to a
+module that opens a level (mpathMapT, kept as it is, names them) is not spliced. Anything unexpected (no
+index, another Lmod, a module that changes MODULEPATH, a part of the cache that would be new or empty,
+output that does not split as expected) runs Lmod's ``update_lmod_system_cache_files`` over the whole tree instead, as before,
 and indexes what it wrote for the next refresh.
 """
 
@@ -43,6 +49,9 @@ _TOKENS = re.compile(rb'"(?:[^"\\\n]|\\.)*"|\[(=*)\[.*?\]\1\]|\n( {0,6})(?=[^ \n
 _KEY = re.compile(rb'(?:\["([^"\n]*)"\]|([A-Za-z_][A-Za-z0-9_]*)) = ')
 _LUAC = re.compile(r"spiderT\.luac_([0-9.]+)\Z")   # the compiled cache, named by Lua's version
 _SECTIONS = (b"timestampFn", b"mrcT", b"mrcMpathT", b"spiderT", b"mpathMapT")
+_CORE = "Core"
+_LEVELS = {"Core": 1, "Compiler": 3, "MPI": 5}   # a hierarchical tree's levels: Compiler/gcc/12.2, ...
+_OPENER = re.compile(rb'\["([^"\n]*)"\] = "([^"\n]*)",')   # mpathMapT: module -> the directory it is in
 
 
 @dataclass
@@ -165,17 +174,18 @@ def _reindex(cache_dir, mpath, script, names):
         with open(path, "rb") as f:
             data = f.read()
         tree = _tree_names(names)
-        items = _parse(data, mpath, set(tree))
+        _, levels = _layout(mpath)
+        items, openers = _parse(data, _mpaths(mpath, levels, tree), set(tree), mrc=f"{_CORE}/" if levels else "")
         luac = sorted(m.group(1) for m in map(_LUAC.match, os.listdir(cache_dir)) if m)
-        _write_index(cache_dir, path, mpath, script, tree, items, luac)
+        _write_index(cache_dir, path, mpath, script, tree, items, luac, openers)
     except Exception:   # the next refresh is a full one
         _remove(os.path.join(cache_dir, INDEX))
 
 
-def _write_index(cache_dir, path, mpath, script, tree, items, luac):
+def _write_index(cache_dir, path, mpath, script, tree, items, luac, openers):
     st = os.stat(path)
     index = {"identity": _lmod_identity(script), "mpath": mpath, "file": [st.st_size, st.st_mtime_ns, st.st_ino],
-             "luac": luac, "names": tree, "items": items}
+             "luac": luac, "names": tree, "openers": openers, "items": items}
     _write_atomic(os.path.join(cache_dir, INDEX), json.dumps(index, separators=(",", ":")).encode())
 
 
@@ -183,9 +193,7 @@ def _splice(cache_dir, mpath, script, names):
     """Refresh the cache by re-running Lmod on the changed names only; raise _Unsplittable where it cannot."""
     if not _PLAIN_PATH.match(mpath):
         raise _Unsplittable(f"{mpath} has characters Lmod would escape")
-    live = os.path.realpath(mpath)
-    if os.path.basename(live) != _TREE[:-1]:   # a hierarchical tree: <root>/lmod/Core
-        raise _Unsplittable("not a flat tree")
+    live, levels = _layout(mpath)
     try:
         with open(os.path.join(cache_dir, INDEX), "rb") as f:
             index = json.load(f)
@@ -203,6 +211,9 @@ def _splice(cache_dir, mpath, script, names):
     old_tree, tree = index["names"], _tree_names(names)
     changed = sorted(n for n, d in tree.items() if old_tree.get(n) != d)
     removed = set(old_tree) - set(tree)
+    opening = sorted(set(index.get("openers", ())) & (set(changed) | removed))
+    if opening:   # the levels below it, and mpathMapT, change with it
+        raise _Unsplittable(f"{', '.join(opening)} changes MODULEPATH")
     stamp = os.path.join(cache_dir, "timestamp")
     if not changed and not removed:   # the same tree (a rollback to it, a stale timestamp): only newer
         _touch(stamp + ".new")
@@ -210,8 +221,15 @@ def _splice(cache_dir, mpath, script, names):
             os.utime(f)
         os.replace(stamp + ".new", stamp)
         return CacheRefresh(spliced=True)
-    spidered, text = _spider_names(cache_dir, mpath, script, live, tree, changed)
-    new = _parse(text, mpath, spidered)
+    spidered, runs = _spider_names(cache_dir, mpath, levels, script, live, tree, changed)
+    text, new = b"", []
+    for out, mrc, run in runs:   # one text of the runs' outputs, each run's entries where they are in it
+        items, _ = _parse(out, _mpaths(mpath, levels, run), run, opens=False, mrc=mrc)
+        new += [["slot", item[1], [[k, o, s + len(text), e + len(text)] for k, o, s, e in item[2]]]
+                for item in items if item[0] == "slot"]
+        text += out
+    if len({item[1] for item in new}) != len(new):
+        raise _Unsplittable("the runs of spider wrote the same part of the cache")
     with open(path, "rb") as f:
         data = f.read()
     if len(data) != st.st_size:
@@ -229,13 +247,45 @@ def _splice(cache_dir, mpath, script, names):
         os.chmod(f"{compiled}.tmp{os.getpid()}", 0o644)
         os.replace(f"{compiled}.tmp{os.getpid()}", compiled)
     os.replace(stamp + ".new", stamp)
-    _write_index(cache_dir, path, mpath, script, tree, items, index["luac"])
+    _write_index(cache_dir, path, mpath, script, tree, items, index["luac"], index.get("openers", []))
     return CacheRefresh(spliced=True, spidered=sorted(spidered))
 
 
-def _spider_names(cache_dir, mpath, script, live, tree, changed):
-    """Run Lmod's spider on a directory linking the ``changed`` names of the tree at ``live``; return the
-    names it covers and its output with the tree's path in place of the directory's."""
+def _layout(mpath):
+    """(the live directory the tree's names are under, whether the tree is hierarchical): a flat tree is
+    ``<root>/lmod``, a hierarchical one ``<root>/lmod/Core`` with the other levels beside Core."""
+    live = os.path.realpath(mpath)
+    if os.path.basename(live) == _TREE[:-1]:
+        return live, False
+    if os.path.basename(mpath) == _CORE and os.path.basename(live) == _CORE \
+            and os.path.basename(os.path.dirname(live)) == _TREE[:-1]:
+        return os.path.dirname(live), True
+    raise _Unsplittable("neither a flat nor a hierarchical tree")
+
+
+def _level(name):
+    """The level of a hierarchical tree's name 'Compiler/gcc/12.2/zlib': 'Compiler/gcc/12.2'."""
+    parts = name.split("/")
+    depth = _LEVELS.get(parts[0])
+    if depth is None or len(parts) <= depth:
+        raise _Unsplittable(f"{name} is in no level of the hierarchy")
+    return "/".join(parts[:depth])
+
+
+def _mpaths(mpath, levels, names):
+    """The MODULEPATH entries that hold the ``names``, each with the prefix of its names in names.json."""
+    if not levels:
+        return {mpath: ""}
+    root = os.path.dirname(mpath)
+    return {f"{root}/{level}": f"{level}/" for level in {_level(n) for n in names}}
+
+
+def _spider_names(cache_dir, mpath, levels, script, live, tree, changed):
+    """Run Lmod's spider on a directory linking the ``changed`` names of the tree at ``live`` (in a
+    hierarchical tree, on one directory per level, each given to spider as a MODULEPATH entry of its own,
+    as the modules that open the level do); return the names it covers and, for each run of spider, (its
+    output with the tree's paths in place of the directory's, the prefix of the names its mrcT belongs to
+    or None, the names it covers)."""
     top = set(changed)
     linked = [n for n in changed if not any(a in top for a in _ancestors(n))]   # a name holds its kids
     spidered = {n for n in tree if n in top or any(a in linked for a in _ancestors(n))}
@@ -243,7 +293,8 @@ def _spider_names(cache_dir, mpath, script, live, tree, changed):
         shutil.rmtree(os.path.join(cache_dir, leftover), ignore_errors=True)
     work = tempfile.mkdtemp(prefix=_WORK, dir=cache_dir)
     try:
-        if not _PLAIN_PATH.match(work) or work in mpath:
+        base = os.path.dirname(mpath) if levels else mpath   # what the directory stands for
+        if not _PLAIN_PATH.match(work) or work in base:
             raise _Unsplittable(f"{work} has characters Lmod would escape")
         for name in linked:
             target = os.path.realpath(os.path.join(live, name))
@@ -253,10 +304,21 @@ def _spider_names(cache_dir, mpath, script, live, tree, changed):
             os.makedirs(os.path.dirname(link), exist_ok=True)
             os.symlink(target, link)
         spider = os.path.join(os.path.dirname(os.path.realpath(script)), "spider")
-        proc = subprocess.run([spider, "-o", "spiderT", work], capture_output=True, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            raise _Unsplittable(f"spider failed: {proc.stderr.decode(errors='replace')[-300:]}")
-        return spidered, proc.stdout.replace(work.encode(), mpath.encode())
+        if levels:   # Core, on the MODULEPATH users start with (its .modulerc go to mrcT too), apart
+            core = {n for n in spidered if _level(n) == _CORE}
+            groups = [(core, f"{_CORE}/"), (spidered - core, None)]
+        else:
+            groups = [(spidered, "")]
+        runs = []
+        for run, mrc in groups:
+            if not run:
+                continue
+            dirs = sorted({os.path.join(work, _level(n)) for n in run}) if levels else [work]
+            proc = subprocess.run([spider, "-o", "spiderT", *dirs], capture_output=True, stdin=subprocess.DEVNULL)
+            if proc.returncode != 0:
+                raise _Unsplittable(f"spider failed: {proc.stderr.decode(errors='replace')[-300:]}")
+            runs.append((proc.stdout.replace(work.encode(), base.encode()), mrc, run))
+        return spidered, runs
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -275,20 +337,26 @@ def _lines(data):
     return out
 
 
-def _parse(data, mpath, owners):
+def _parse(data, mpaths, owners, opens=True, mrc=""):
     """Split Lmod's cache text into gaps (kept as they are) and slots of entries, each entry owned by one
-    of the module names ``owners``. Returns the items: ["gap", start, end] or ["slot", name,
-    [[key, owner, start, end], ...]]; raises _Unsplittable for anything but the expected shape."""
+    of the module names ``owners`` (names.json's, less the tree's prefix: in the MODULEPATH entry
+    ``mpath``, ``mpaths[mpath]`` + the name Lmod knows). Returns (the items: ["gap", start, end] or
+    ["slot", name, [[key, owner, start, end], ...]], the names of the modules that change MODULEPATH);
+    raises _Unsplittable for anything but the expected shape, and for modules that change MODULEPATH
+    unless ``opens`` (mpathMapT, which records them, is kept as it is: they are not spliced). ``mrc``: the
+    prefix of the names that mrcT's entries (the .modulerc of the MODULEPATH Lmod starts with) belong to,
+    None to leave them out (spider's output for levels users reach by loading a module)."""
     lines = _lines(data)
-    quoted = b'["' + mpath.encode() + b'"] = {'
+    quoted = {b'["' + mp.encode() + b'"] = {': prefix for mp, prefix in mpaths.items()}
     items, cut, i = [], 0, 0
+    openers = set()
 
     def line(k):
         pos, ind = lines[k]
         end = data.find(b"\n", pos)
         return data[pos + ind:end if end >= 0 else len(data)]
 
-    def slot(name, k, indent):
+    def slot(name, k, indent, prefix=""):
         """The entries at ``indent`` after opener line k, up to its closer; returns the closer's index."""
         nonlocal cut
         entries, k = [], k + 1
@@ -298,7 +366,8 @@ def _parse(data, mpath, owners):
                 if not m:
                     raise _Unsplittable(f"unexpected line in {name}: {line(k)[:80]!r}")
                 key = (m.group(1) if m.group(1) is not None else m.group(2)).decode()
-                entries.append([key, _owner(name, key, owners), lines[k][0]])
+                owner = _owner(name, key, owners, prefix) if prefix is not None else None
+                entries.append([key, owner, lines[k][0]])
             k += 1
         if k == len(lines) or lines[k][1] != indent - 2 or not line(k).startswith(b"}"):
             raise _Unsplittable(f"{name} does not close")
@@ -327,28 +396,40 @@ def _parse(data, mpath, owners):
         if section in (b"timestampFn",):
             while i < len(lines) and lines[i][1] > 0:
                 i += 1
-        elif section == b"mpathMapT":
-            if head != b"mpathMapT = {}":
+        elif section == b"mpathMapT" and head != b"mpathMapT = {}":
+            if not opens:
                 raise _Unsplittable("modules that change MODULEPATH")
+            while i < len(lines) and lines[i][1] > 0:
+                m = _OPENER.match(line(i))
+                if lines[i][1] == 4 and m:
+                    prefix = quoted.get(b'["' + m.group(2) + b'"] = {')
+                    if prefix is None:
+                        raise _Unsplittable(f"a module in {m.group(2).decode()!r}, not the tree, changes MODULEPATH")
+                    openers.add(_owner("mpathMapT", m.group(1).decode(), owners, prefix))
+                elif lines[i][1] != 2 or not (line(i).endswith(b" = {") or line(i) == b"},"):
+                    raise _Unsplittable("unexpected mpathMapT")
+                i += 1
         elif section == b"mrcT":
             while i < len(lines) and lines[i][1] > 0:
                 if lines[i][1] == 2 and line(i).endswith(b" = {"):
-                    i = slot(f"mrcT/{line(i).partition(b' = ')[0].decode()}", i, 4)
+                    i = slot(f"mrcT/{line(i).partition(b' = ')[0].decode()}", i, 4, mrc)
                 elif lines[i][1] != 2:
                     raise _Unsplittable("unexpected mrcT")
                 i += 1
         else:   # mrcMpathT, spiderT: the tree's directory
             while i < len(lines) and lines[i][1] > 0:
                 text = line(i)
-                if lines[i][1] == 2 and text == quoted:
+                if lines[i][1] == 2 and text in quoted:
+                    prefix = quoted[text]
+                    at = f"@{prefix}" if prefix else ""   # the slots of the tree's levels
                     if section == b"spiderT":
-                        i = slot("spiderT", i, 4)
+                        i = slot(f"spiderT{at}", i, 4, prefix)
                     else:
                         i += 1
                         while lines[i][1] == 4 and not line(i).startswith(b"}"):
                             sub = line(i)
                             if sub.endswith(b" = {"):
-                                i = slot(f"mrcMpathT/{sub.partition(b' = ')[0].decode()}", i, 6)
+                                i = slot(f"mrcMpathT{at}/{sub.partition(b' = ')[0].decode()}", i, 6, prefix)
                             elif not sub.endswith(b" = {},"):
                                 raise _Unsplittable("unexpected mrcMpathT")
                             i += 1
@@ -356,19 +437,24 @@ def _parse(data, mpath, owners):
                             raise _Unsplittable("unexpected mrcMpathT")
                 elif lines[i][1] == 2 and section == b"spiderT" and _KEY.match(text) and not text.startswith(b"["):
                     pass   # version = 5
+                elif lines[i][1] == 2 and section == b"spiderT" and opens and text.endswith(b"] = {},"):
+                    pass   # a level a module opens that holds no modules (yet): kept as it is
                 else:
                     raise _Unsplittable(f"unexpected line in {section.decode()}: {text[:80]!r}")
                 i += 1
     items.append(["gap", cut, len(data)])
-    return items
+    if mrc is None:   # mrcT of directories that are not on the MODULEPATH users start with: not the cache's
+        items = [item for item in items if not (item[0] == "slot" and item[1].startswith("mrcT/"))]
+    return items, sorted(openers)
 
 
-def _owner(slot, key, owners):
-    """The module name an entry belongs to: its key (spiderT), or the name its key starts with."""
-    if slot == "spiderT":
-        name = key
+def _owner(slot, key, owners, prefix=""):
+    """The module name an entry belongs to: its key (spiderT), or the name its key starts with; in a
+    hierarchical tree, with the prefix of its level ('Compiler/gcc/12.2/' + 'zlib')."""
+    if slot.startswith("spiderT"):
+        name = prefix + key
     else:
-        name = next((a for a in _ancestors(key) if a in owners), None)
+        name = next((prefix + a for a in _ancestors(key) if prefix + a in owners), None)
     if name not in owners:
         raise _Unsplittable(f"{slot} entry {key!r} belongs to no module name evaluated")
     return name
