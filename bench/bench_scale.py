@@ -147,8 +147,9 @@ def refresh_cpu(lua_path, cache):
     return round(after.children_user + after.children_system - before.children_user - before.children_system, 3)
 
 
-def refresh_figures(n, changes=3):
-    """Lmod's spider cache of an n-module flat tree (Lua): the full refresh (update_lmod_system_cache_files,
+def refresh_figures(n, changes=3, layout="flat"):
+    """Lmod's spider cache of an n-module tree (Lua; ``layout`` flat or hierarchical, whose figures are named
+    ``lmod_cache_hierarchical_*``): the full refresh (update_lmod_system_cache_files,
     then sitedist indexes its output), then after each of ``changes`` one-package changes the refresh that
     re-runs Lmod on the changed name only and splices its text in; then ``changes`` one-package publishes
     with ``modules.lmod_cache`` set, the refresh included; wall and CPU (this process and its children),
@@ -172,8 +173,8 @@ def refresh_figures(n, changes=3):
     directory = tempfile.mkdtemp(prefix="bench-lmod-refresh-")
     try:
         root, cache = os.path.join(directory, "modules"), os.path.join(directory, "cache")
-        config = {"root": root, "formats": ["lua"], "layout": "flat", "disambiguate": ["toolchain"], "keep": 2}
-        entries = synthetic_entries(n)
+        config = {"root": root, "formats": ["lua"], "layout": layout, "disambiguate": ["toolchain"], "keep": 2}
+        entries = synthetic_entries(n) if layout == "flat" else hierarchical_entries(n)
         result = publish(entries, config)
         full, t_full, c_full = timed(lambda: refresh_lmod_cache(cache, result.modulepath, names(result)))
         splices = []
@@ -199,12 +200,14 @@ def refresh_figures(n, changes=3):
         shutil.rmtree(directory)
     if full.spliced or not all(r.spliced and len(r.spidered) == 1 for r, _, _ in splices):
         raise RuntimeError(f"the refreshes were not as expected: {full}, {[r for r, _, _ in splices]}")
-    return {"lmod_cache_full_refresh_s": round(t_full, 3), "lmod_cache_full_refresh_cpu_s": round(c_full, 3),
-            "lmod_cache_splice_s": round(statistics.median(t for _, t, _ in splices[:changes]), 3),
-            "lmod_cache_splice_cpu_s": round(statistics.median(c for _, _, c in splices[:changes]), 3),
-            "lmod_cache_one_change_publish_s": round(statistics.median(t for _, t, _ in publishes), 3),
-            "lmod_cache_one_change_publish_cpu_s": round(statistics.median(c for _, _, c in publishes), 3),
-            "lmod_cache_splice_identical": identical}
+    figures = {"full_refresh_s": round(t_full, 3), "full_refresh_cpu_s": round(c_full, 3),
+               "splice_s": round(statistics.median(t for _, t, _ in splices[:changes]), 3),
+               "splice_cpu_s": round(statistics.median(c for _, _, c in splices[:changes]), 3),
+               "one_change_publish_s": round(statistics.median(t for _, t, _ in publishes), 3),
+               "one_change_publish_cpu_s": round(statistics.median(c for _, _, c in publishes), 3),
+               "splice_identical": identical}
+    prefix = "lmod_cache_" if layout == "flat" else f"lmod_cache_{layout}_"
+    return {prefix + key: value for key, value in figures.items()}
 
 
 def shell_run(init, setup, command, env):
@@ -330,6 +333,7 @@ def main(runs=5, users=True, admins=True):
         figures.update(all_user_figures(max(1, min(runs, 3))))
         if os.path.isfile(LMOD_INIT):
             figures.update({f"{k}_10k": v for k, v in refresh_figures(10_000).items()})
+            figures.update({f"{k}_10k": v for k, v in refresh_figures(10_000, layout="hierarchical").items()})
     return figures
 
 

@@ -210,7 +210,17 @@ def test_a_hierarchical_tree_is_spliced_for_packages_and_refreshed_whole_for_com
     change("Compiler/gcc/12.2/zlib")
     entries[9] = entry(store, "hdf5", "1.14", build="2", compiler=gcc, mpi=ompi)
     entries.append(entry(store, "hdf5", "1.15", compiler=gcc, mpi=ompi))
-    change("MPI/gcc/12.2/openmpi/4.1/hdf5")
+    # a modulefile put behind sitedist's back into an unchanged name of the same level: not evaluated
+    fftw = Path(os.path.realpath(tmp_path / "modules" / "lmod" / "MPI" / "gcc" / "12.2" / "openmpi" / "4.1" / "fftw"))
+    os.chmod(fftw, 0o755)
+    (fftw / "9.9.lua").write_text((fftw / "3.3.lua").read_text())
+    try:
+        result = publish(entries, cfg)
+        assert result.lmod_cache["spidered"] == ["MPI/gcc/12.2/openmpi/4.1/hdf5"], result.lmod_cache
+        assert b"fftw/9.9" not in (tmp_path / "cache" / CACHE).read_bytes()
+    finally:
+        (fftw / "9.9.lua").unlink()
+    assert_as_full_refresh(tmp_path, result)
     # a package removed, packages added at levels that exist, at Core and below it in one publish
     entries[:] = [e for e in entries if e.name != "fftw"]
     entries += [entry(store, "bzip2", "1.0", compiler=intel), entry(store, "scalapack", "2.2", compiler=gcc, mpi=ompi),

@@ -348,6 +348,9 @@ def _parse(data, mpaths, owners, opens=True, mrc=""):
     None to leave them out (spider's output for levels users reach by loading a module)."""
     lines = _lines(data)
     quoted = {b'["' + mp.encode() + b'"] = {': prefix for mp, prefix in mpaths.items()}
+    mp, prefix = next(iter(mpaths.items()))
+    root = mp[:-len(prefix)] if prefix else None   # of a hierarchical tree's levels: mpath is root + level
+    empty = re.compile(rb'\["' + re.escape(root.encode()) + rb'/[^"\n]*"\] = \{\},\Z' if root else rb"(?!)")
     items, cut, i = [], 0, 0
     openers = set()
 
@@ -437,8 +440,8 @@ def _parse(data, mpaths, owners, opens=True, mrc=""):
                             raise _Unsplittable("unexpected mrcMpathT")
                 elif lines[i][1] == 2 and section == b"spiderT" and _KEY.match(text) and not text.startswith(b"["):
                     pass   # version = 5
-                elif lines[i][1] == 2 and section == b"spiderT" and opens and text.endswith(b"] = {},"):
-                    pass   # a level a module opens that holds no modules (yet): kept as it is
+                elif lines[i][1] == 2 and section == b"spiderT" and opens and empty.match(text):
+                    pass   # a level of the tree that a module opens and that holds no modules (yet): kept
                 else:
                     raise _Unsplittable(f"unexpected line in {section.decode()}: {text[:80]!r}")
                 i += 1
