@@ -236,10 +236,22 @@ def test_a_hierarchical_tree_is_spliced_for_packages_and_refreshed_whole_for_com
     assert "intel/2024" in spider and "bzip2 1.0 for tests" in spider
     assert out.snaps["loaded"]["HDF5_ROOT"] == entries[10].prefix
 
-    # a module that opens a level changed: the full refresh; the next package change is spliced again
+    # a default at each level (the names' .modulerc.lua): spliced
+    cfg["defaults"] = {"zlib": "1.3", "ninja": "1.11"}
+    change("Compiler/gcc/12.2/zlib", "Compiler/intel/2024/zlib", "Core/ninja")
+    out = shell(tmp_path, lua).run("module load gcc zlib ninja; snap loaded")
+    assert out.snaps["loaded"]["ZLIB_ROOT"] == entries[4].prefix and out.snaps["loaded"]["NINJA_ROOT"] == entries[3].prefix
+
+    # a module that opens a level changed (a compiler, an MPI): the full refresh; the next package change is
+    # spliced again
     entries[1] = entry(store, "intel", "2024", build="2", kind="compiler")
     result = publish(entries, cfg)
     assert not result.lmod_cache["spliced"] and "Core/intel changes MODULEPATH" in result.lmod_cache["reason"]
+    assert_as_full_refresh(tmp_path, result)
+    entries[8] = entry(store, "openmpi", "4.1", build="2", kind="mpi", compiler=gcc)
+    result = publish(entries, cfg)
+    assert not result.lmod_cache["spliced"], result.lmod_cache
+    assert "Compiler/gcc/12.2/openmpi changes MODULEPATH" in result.lmod_cache["reason"]
     assert_as_full_refresh(tmp_path, result)
     entries.append(entry(store, "mpich", "4.1", kind="mpi", compiler=gcc))   # a new MPI: a new level
     result = publish(entries, cfg)
