@@ -3,9 +3,11 @@ published tree untouched, rollback, pruning and GC roots, users' loaded environm
 Lmod spider cache, and site templates."""
 
 import hashlib
+import importlib
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 from modtools import LMOD_INIT, ModuleShell, em5_init, make_prefix, user_env  # noqa: F401
 
+from sitedist.core import forked
 from sitedist.errors import ModulesError
 from sitedist.modules import (ModuleEntry, list_generations, live_prefixes, modulepath_lines, publish, rollback)
 
@@ -172,6 +175,45 @@ def test_old_generations_are_pruned_and_kept_ones_are_gc_roots(tmp_path, store):
     assert set(os.listdir(tmp_path / "modules/content")) == listed and len(listed) == 2 * 3
     # and the symlinks kept for them (one each, every name being 3 levels below the root)
     assert sorted(os.listdir(tmp_path / "modules/links")) == sorted(f"{d}.3" for d in listed)
+
+
+def test_a_publish_of_many_names_rendered_by_several_processes_is_the_same(tmp_path, store, monkeypatch):
+    """Where a publish writes many content directories (a first publish, a template changed), forked
+    processes render them (core.forked); the files are those one process writes, and text no modulefile
+    can carry is refused as it is in one process, with the published tree left as it was."""
+    publishing = importlib.import_module("sitedist.modules.publish")
+    entries = [store.entry(f"p{i:03d}", "1.0", description=f"package {i}") for i in range(300)]
+    cfg = config(tmp_path)
+    forks = []
+    real_fork = os.fork
+    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or real_fork())
+    first = publish(entries, cfg)
+    assert (first.written_dirs, first.rendered) == (600, 600) and 600 >= publishing._FORK_FROM
+    assert len(forks) == forked.processes() - 1
+    content = tmp_path / "modules/content"
+    made = {d: tree_checksum(content / d) for d in os.listdir(content)}
+    sh = ModuleShell.lmod(f"{tmp_path}/modules/lmod", tmp_path)
+    assert sh.run("module load p151 p298; snap s").snaps["s"]["P298_ROOT"] == entries[298].prefix
+
+    # one process: the same directories, the same files
+    monkeypatch.setattr(publishing, "_FORK_FROM", 10 ** 9)
+    root = tmp_path / "modules"
+    shutil.rmtree(root)
+    forks.clear()
+    publish(entries, cfg)
+    assert not forks and {d: tree_checksum(content / d) for d in os.listdir(content)} == made
+
+    # text no modulefile can carry, in a name a child renders (index 151: odd), refused from the child
+    monkeypatch.setattr(publishing, "_FORK_FROM", 512)
+    before = tree_checksum(root / "current/")
+    bad = list(entries)
+    bad[151] = store.entry("p151", "1.0", description="package\x1b]0;owned\x07")
+    bad += [store.entry(f"q{i:03d}", "1.0") for i in range(300)]   # and 600 new directories
+    with pytest.raises(ModulesError, match=r"module p151/1.0: its description .*change it in the recipe"):
+        publish(bad, cfg)
+    assert os.readlink(root / "current") == "generations/1"
+    assert tree_checksum(root / "current/") == before
+    assert sh.run("module load p151; snap s").snaps["s"]["P151_ROOT"] == entries[151].prefix
 
 
 def test_generations_share_each_names_symlink_by_hard_links(tmp_path, store):

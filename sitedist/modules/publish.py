@@ -24,9 +24,9 @@ for each module name (in each format) computes the digest of what renders its di
 modules of that name, its default and hidden versions, the templates, header and footer, the tree's path
 and this package's code. A name directory that a kept generation already has is linked, not written; only
 the others are rendered, into ``content/<digest>`` (after one change: the changed name's directory in
-each format). The new generation is then written under ``generations/.staging-<N>-<pid>`` (its manifest
-first, so that a GC running meanwhile keeps its prefixes), flushed to disk, renamed to ``generations/<N>``
-and switched to: the protocol of ``sitedist.core.generations.Generations``, the same as profiles'.
+each format; many directories are rendered by several processes, ``core.forked``). The new generation
+is then written under ``generations/.staging-<N>-<pid>`` (its manifest first, so that a GC running
+meanwhile keeps its prefixes), flushed to disk, renamed to ``generations/<N>`` and switched to: the protocol of ``sitedist.core.generations.Generations``, the same as profiles'.
 
 A content directory is trusted only while a kept generation lists it in its names.json (it was flushed to
 disk before that generation was committed); any other directory under ``content/`` is what a crashed
@@ -51,6 +51,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sitedist.core import forked
 from sitedist.core.durable import flush_tree, fsync_dir, sync_filesystem
 from sitedist.core.generations import Generations, point
 from sitedist.errors import ModulesError
@@ -66,6 +67,7 @@ CURRENT = "current"
 MANIFEST = "manifest.json"
 NAMES = "names.json"
 _SYNC_FS = 64   # content directories from which one syncfs flushes them (instead of an fsync a file)
+_FORK_FROM = 512   # content directories from which they are rendered by several processes (core.forked)
 COMPILED = ".compiled-templates"   # Jinja2's bytecode cache of the templates, for the next publish
 _CONFIG_KEYS = ("formats", "layout", "naming", "disambiguate", "defaults", "hide_implicit", "header", "footer",
                 "catalog", "target")
@@ -244,6 +246,8 @@ class _Tree:
                   for k, p in ((k, _join(*k)) for k in keys)]
         names = {}
         written = []
+        jobs = []   # (content digest, format, name, modules, .modulerc, nested names, tree root, key's index)
+        index = {k: i for i, k in enumerate(keys)}
         for fmt in self.formats:
             tree, ext, rc_name = FORMATS[fmt]
             tree_root = f"{self.root}/{tree}"
@@ -264,10 +268,11 @@ class _Tree:
                     self.result.linked_dirs += 1
                     self.result.reused += len(groups.get(key, ())) + (key in rcs)
                     continue
-                self._write_content(d, fmt, key[1], groups.get(key, []), rcs.get(key), kids or (), tree_root)
+                jobs.append((d, fmt, key[1], groups.get(key, []), rcs.get(key), kids or (), tree_root, index[key]))
                 present.add(d)
                 written.append(d)
             self._write_links(tree, links)
+        self._write_all(jobs)
         if self.fix_mode:   # the trees' directories, once all formats are written
             for dirpath, _, _ in os.walk(self.stage):
                 os.chmod(dirpath, 0o755)
@@ -283,6 +288,20 @@ class _Tree:
         """What names planned module ``m``: its fields, with its entry's repr made once per publish."""
         entry = self.reprs.get(id(m.entry)) or repr(m.entry)   # an entry made by plan_tree: its own repr
         return f"{entry}\0{m[1:]!r}"   # its fields after the entry; reprs hold no newline
+
+    def _write_all(self, jobs):
+        """Write the content directories of ``jobs``; where there are many (a full publish), split over
+        processes (``core.forked``), each name's directories in both formats in one of them (its modules'
+        contexts are made once for both)."""
+        for job in jobs:
+            self.result.written_dirs += 1
+            self.result.rendered += len(job[3]) + bool(job[4])
+        n = forked.processes() if len(jobs) >= _FORK_FROM else 1
+        shares = [[] for _ in range(n)]
+        for job in jobs:
+            shares[job[-1] % n].append(job[:-1])
+        forked.run_shares(lambda share: [self._write_content(*job) for job in share], [s for s in shares if s],
+                          errors=(ModulesError,))
 
     def _write_content(self, d, fmt, name, mods, rc, kids, tree_root):
         _, ext, rc_name = FORMATS[fmt]
@@ -315,8 +334,6 @@ class _Tree:
         if self.fix_mode and any("/" in rel for rel, _ in kids):   # makedirs' mode went through the umask
             for dirpath, _, _ in os.walk(path):
                 os.chmod(dirpath, 0o755)
-        self.result.written_dirs += 1
-        self.result.rendered += len(files)
 
     def _write_links(self, tree, links):
         """The tree of one format: its level directories, and the links [(path, digest)] of the module
