@@ -97,13 +97,15 @@ def open_private(path, mode="r", **kwargs):
 
 
 def write_private(path, data):
-    """Write ``data`` (bytes) to ``path`` atomically, as a new file of mode 0600 (never through a link
-    or into a file someone placed at the temporary name)."""
+    """Write ``data`` (bytes, or a list of bytes-like pieces written one after the other) to ``path``
+    atomically, as a new file of mode 0600 (never through a link or into a file someone placed at the
+    temporary name)."""
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for piece in data if isinstance(data, list) else [data]:
+                f.write(piece)
         os.replace(tmp, path)
     except BaseException:
         try:

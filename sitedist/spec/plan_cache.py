@@ -282,15 +282,14 @@ class PlanCache:
                     recipe.raw = None
                 buffer = io.BytesIO()
                 _PlanPickler(buffer, recipes).dump((plan, host))
-                data = buffer.getvalue()
                 recipe_data = pickle.dumps(recipes, protocol=pickle.HIGHEST_PROTOCOL)
             finally:
                 for recipe in recipes:
                     recipe.raw = documents[recipe.path]
-            head["plan_bytes"], head["recipes_bytes"] = len(data), len(recipe_data)
-            data = (json.dumps(head).encode() + b"\n" + data + recipe_data
-                    + pickle.dumps(documents, protocol=pickle.HIGHEST_PROTOCOL))
-            write_private(self.path, data)
+            data = buffer.getbuffer()   # written as pieces, never copied into one (21 MB at 10,000 packages)
+            head["plan_bytes"], head["recipes_bytes"] = data.nbytes, len(recipe_data)
+            write_private(self.path, [json.dumps(head).encode() + b"\n", data, recipe_data,
+                                      pickle.dumps(documents, protocol=pickle.HIGHEST_PROTOCOL)])
             self.entry = entry
         except (OSError, pickle.PickleError, TypeError, AttributeError, RecursionError):
             pass
