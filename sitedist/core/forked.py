@@ -37,8 +37,14 @@ def run_shares(work, shares, errors=()):
         for share in shares[1:]:
             try:
                 read, write = os.pipe()
+            except OSError:   # no more file descriptors: this process does the share
+                work(share)
+                continue
+            try:
                 pid = os.fork()
-            except OSError:   # no more processes or pipes: this process does the share
+            except OSError:   # no more processes: this process does the share
+                os.close(read)
+                os.close(write)
                 work(share)
                 continue
             if pid == 0:   # the child

@@ -130,11 +130,7 @@ def write_lmodrc(cache_dir):
                 return
     except FileNotFoundError:
         pass
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)   # every user's Lmod reads it
-    os.replace(tmp, path)
+    _write_atomic(path, text.encode())
 
 
 def cache_stale(current, cache_dir):

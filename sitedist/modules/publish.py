@@ -26,7 +26,8 @@ and this package's code. A name directory that a kept generation already has is 
 the others are rendered, into ``content/<digest>`` (after one change: the changed name's directory in
 each format; many directories are rendered by several processes, ``core.forked``). The new generation
 is then written under ``generations/.staging-<N>-<pid>`` (its manifest first, so that a GC running
-meanwhile keeps its prefixes), flushed to disk, renamed to ``generations/<N>`` and switched to: the protocol of ``sitedist.core.generations.Generations``, the same as profiles'.
+meanwhile keeps its prefixes), flushed to disk, renamed to ``generations/<N>`` and switched to: the
+protocol of ``sitedist.core.generations.Generations``, the same as profiles'.
 
 A content directory is trusted only while a kept generation lists it in its names.json (it was flushed to
 disk before that generation was committed); any other directory under ``content/`` is what a crashed
@@ -245,7 +246,6 @@ class _Tree:
         places = [(k, p, _parent(p, k[0], paths) if "/" in k[1] else None)
                   for k, p in ((k, _join(*k)) for k in keys)]
         names = {}
-        written = []
         jobs = []   # (content digest, format, name, modules, .modulerc, nested names, tree root, key's index)
         index = {k: i for i, k in enumerate(keys)}
         for fmt in self.formats:
@@ -270,13 +270,13 @@ class _Tree:
                     continue
                 jobs.append((d, fmt, key[1], groups.get(key, []), rcs.get(key), kids or (), tree_root, index[key]))
                 present.add(d)
-                written.append(d)
             self._write_links(tree, links)
         self._write_all(jobs)
         if self.fix_mode:   # the trees' directories, once all formats are written
             for dirpath, _, _ in os.walk(self.stage):
                 os.chmod(dirpath, 0o755)
         # Flushed before the generation that lists them is committed; many at once by one syncfs
+        written = [job[0] for job in jobs]
         if len(written) < _SYNC_FS or not sync_filesystem(self.content):
             for d in written:
                 flush_tree(os.path.join(self.content, d))
@@ -412,7 +412,7 @@ def _kept_content(generations):
 
 def _sweep(root, kept):
     """Remove the content directories that none of the ``kept`` sets of digests lists, and their symlinks
-    under ``links/`` (with any a crash left half made); return how many directories."""
+    under ``links/`` (and anything there not named ``<digest>.<k>``); return how many directories."""
     content = os.path.join(root, CONTENT)
     valid = set().union(*kept)
     removed = 0
