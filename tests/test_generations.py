@@ -66,6 +66,8 @@ def protocol(events, gens, link, record):
         elif kind == "fsync" and path == os.path.dirname(link) and steps and steps[-1] == "switch":
             add("flush link directory")
             break
+        elif kind == "rename" and os.path.basename(event[1]) == ".spare" and staged:
+            add("reuse the spare")
         elif staged:
             add(f"other {kind} of the staging directory")
     return steps, flushed
@@ -108,6 +110,19 @@ def test_module_trees_and_profiles_switch_by_the_same_durable_protocol(tmp_path,
     assert module_flushed >= entries_of(result.path), entries_of(result.path) - module_flushed
     generation = os.path.join(profiles.generations_dir(str(profile_root)), str(written.generation))
     assert profile_flushed >= entries_of(generation), entries_of(generation) - profile_flushed
+
+    # A module tree's publish that starts from a pruned generation's directory (the spare) takes it
+    # under the staging name first, and then follows the same protocol, flushing all of it
+    config = {"root": str(root), "formats": ["lua", "tcl"], "keep": 1}
+    for tag in ("b", "c"):
+        publish([ModuleEntry(name="app", version="1.0", prefix=str(prefix), artifact_id=tag, subdirs=("bin",))],
+                config)
+    assert os.path.isdir(root / "generations" / ".spare")
+    spy.clear()
+    result = publish([entry], config)
+    reuse_steps, reuse_flushed = protocol(spy, str(root / "generations"), str(root / "current"), "manifest.json")
+    assert reuse_steps == ["reuse the spare"] + EXPECTED
+    assert reuse_flushed >= entries_of(result.path), entries_of(result.path) - reuse_flushed
 
 
 def test_a_builds_directories_reach_the_disk_before_its_manifest(tmp_path, spy):

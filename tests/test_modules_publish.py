@@ -17,6 +17,7 @@ import pytest
 from modtools import LMOD_INIT, ModuleShell, em5_init, make_prefix, user_env  # noqa: F401
 
 from sitedist.core import forked
+from sitedist.core.generations import numbers as generation_numbers
 from sitedist.errors import ModulesError
 from sitedist.modules import (ModuleEntry, list_generations, live_prefixes, modulepath_lines, publish, rollback)
 
@@ -166,7 +167,9 @@ def test_old_generations_are_pruned_and_kept_ones_are_gc_roots(tmp_path, store):
     assert result.pruned == [2]
     assert [g.number for g in list_generations(cfg["root"])] == [3, 4]
     assert live_prefixes(cfg["root"]) == {common.prefix, apps[2].prefix, apps[3].prefix}
-    assert sorted(os.listdir(tmp_path / "modules/generations")) == ["3", "4"]
+    # and generation 2's directory, kept as the spare the next publish starts from: not a GC root
+    assert sorted(os.listdir(tmp_path / "modules/generations")) == [".spare", "3", "4"]
+    assert not (tmp_path / "modules/generations/.spare/manifest.json").exists()
     # the content directories left are those the kept generations link: zlib's (shared by all four
     # generations) and apps 2 and 3's, in each format
     listed = set()
@@ -245,6 +248,79 @@ def test_generations_share_each_names_symlink_by_hard_links(tmp_path, store):
     assert os.lstat(g4 / "lmod/lib").st_ino == os.lstat(kept).st_ino != os.lstat(g3 / "lmod/lib").st_ino
 
 
+def tree_links(generation):
+    """A generation's trees as written: {path: symlink target} and the set of other entries (directories,
+    anything else), relative to the generation, manifest, names.json and catalog left out."""
+    links, other = {}, set()
+    for dirpath, dirnames, filenames in os.walk(generation):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, generation)
+            if rel.split(os.sep)[0] in ("catalog",) or rel in ("manifest.json", "names.json"):
+                continue
+            if os.path.islink(path):
+                links[rel] = os.readlink(path)
+            else:
+                other.add(rel)
+    return links, other
+
+
+def expected_links(generation):
+    """What a generation's names.json says its trees hold (names not inside another's directory)."""
+    names = json.loads((Path(generation) / "names.json").read_text())
+    return {key: "../" * (key.count("/") + 2) + f"content/{d}" for key, d in names.items()}
+
+
+def test_a_publish_starts_from_the_pruned_generations_directory_and_corrects_it(tmp_path, store):
+    """The generation a publish prunes keeps its directory as generations/.spare (no longer a generation,
+    nor a GC root); the next publish takes it as its staging directory and changes only the links that
+    differ. Whatever the spare holds (a link changed, removed or replaced, stray files and directories,
+    another layout), the committed tree is exactly what names.json lists, and loads."""
+    cfg = config(tmp_path, keep=1)
+    libs = [store.entry(f"lib{i}", "1.0") for i in range(6)]
+    apps = [store.entry("app", "1.0", tag=str(i)) for i in range(5)]
+    publish(libs + [apps[0]], cfg)
+    publish(libs + [apps[1]], cfg)   # prunes generation 1: its directory is the spare
+    gens = tmp_path / "modules/generations"
+    spare = gens / ".spare"
+    assert spare.is_dir() and not (spare / "manifest.json").exists()
+    assert live_prefixes(cfg["root"]) == {e.prefix for e in libs + [apps[1]]}   # not apps[0]'s
+
+    third = publish(libs + [apps[2]], cfg)   # from generation 1's directory: only app's links differ
+    assert (third.links, third.made_links) == (2 * 7, 2)
+    links, other = tree_links(third.path)
+    assert links == expected_links(third.path) and other == {"lmod", "tcl"}
+
+    # the spare is now generation 2's directory: spoil it
+    os.unlink(spare / "lmod/lib0")
+    os.symlink("/etc", spare / "lmod/lib0")
+    os.unlink(spare / "lmod/lib1")
+    os.unlink(spare / "tcl/lib2")
+    (spare / "tcl/lib2").mkdir()
+    (spare / "tcl/lib2/1.0").write_text("#%Module\nsetenv OWNED 1\n")
+    (spare / "lmod/stray.lua").write_text("setenv('OWNED', '1')\n")
+    (spare / "lmod/junk/deeper").mkdir(parents=True)
+    (spare / "stray-file").write_text("x")
+    fourth = publish(libs + [apps[3]], cfg)
+    assert fourth.made_links == 2 + 3   # app's two, and lib0, lib1 and lib2 where they were spoiled
+    links, other = tree_links(fourth.path)
+    assert links == expected_links(fourth.path) and other == {"lmod", "tcl"}
+    assert not os.path.exists(os.path.join(fourth.path, "stray-file"))
+    sh = ModuleShell.lmod(f"{tmp_path}/modules/lmod", tmp_path)
+    r = sh.run("module load lib0 lib1 lib2 app; snap s")
+    assert r.snaps["s"]["LIB0_ROOT"] == libs[0].prefix and r.snaps["s"]["APP_ROOT"] == apps[3].prefix
+    assert "OWNED" not in r.snaps["s"]
+
+    # another layout: every link differs, and the flat tree's links are gone
+    fifth = publish(libs + [apps[4]], {**cfg, "layout": "hierarchical"})
+    assert fifth.made_links == fifth.links == 2 * 7
+    links, other = tree_links(fifth.path)
+    assert links == expected_links(fifth.path) and all(p.split(os.sep)[1] == "Core" for p in links)
+    assert other == {"lmod", "tcl", "lmod/Core", "tcl/Core"}
+    sh = ModuleShell.lmod(f"{tmp_path}/modules/lmod/Core", tmp_path)
+    assert sh.run("module load app lib5; snap s").snaps["s"]["APP_ROOT"] == apps[4].prefix
+
+
 CRASH = ("import os, pickle, signal, sys\n"
          f"sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})\n"
          "import importlib\npublishing = importlib.import_module('sitedist.modules.publish')\n"
@@ -292,7 +368,7 @@ def test_a_crash_between_writing_content_and_switching_leaves_the_tree_whole(tmp
     third = publish([lib, apps["c"]], cfg)
     assert third.pruned
     listed = set()
-    for n in os.listdir(tmp_path / "modules/generations"):
+    for n in map(str, generation_numbers(tmp_path / "modules/generations")):
         listed |= set(json.loads((tmp_path / "modules/generations" / n / "names.json").read_text()).values())
     assert set(os.listdir(content)) == listed   # nothing the crash left stays behind
     assert rollback(cfg["root"]) == second.generation   # and the kept one before it still loads

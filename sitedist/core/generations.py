@@ -14,7 +14,10 @@ The protocol (:class:`Generations`), the same for every view:
 3. ``switch()``: point the link at ``<N>`` (a temporary link renamed over it) and flush the link's
    directory;
 4. ``prune()``: rename a generation to ``.trash-<N>-<pid>`` (one step: a reader sees it whole or not at
-   all), then delete it.
+   all), then delete it; or, for a view that asks (``spare=True``), rename the newest pruned one to
+   ``.spare`` and remove its record: no longer a generation nor a GC root, its directory is what the next
+   ``stage(reuse=True)`` starts from (renamed to the staging name), so that a view of thousands of entries
+   that mostly stay the same changes the few that differ instead of deleting and making them all again.
 
 So after a power cut the link points at a complete generation, the old one or the new one.
 """
@@ -26,6 +29,9 @@ import time
 
 from sitedist.core.durable import flush_tree, fsync_dir
 from sitedist.core.processes import pid_alive
+
+
+SPARE = ".spare"   # a pruned generation's directory, kept for the next stage(reuse=True)
 
 
 class Generations:
@@ -92,10 +98,19 @@ class Generations:
 
     # --- writing a generation --------------------------------------------------------------------
 
-    def stage(self):
-        """(number, staging directory) of a new generation, the directory created empty."""
+    def stage(self, reuse=False):
+        """(number, staging directory) of a new generation, the directory created empty; with ``reuse``,
+        the spare a prune kept, if there is one, renamed to it as it is (the view makes it what it must be:
+        nothing in it is trusted)."""
         number = max(self.numbers(), default=0) + 1
         stage = os.path.join(self.directory, f".staging-{number}-{os.getpid()}")
+        spare = os.path.join(self.directory, SPARE)
+        if reuse and os.path.isdir(spare):
+            try:
+                os.rename(spare, stage)
+                return number, stage
+            except FileNotFoundError:   # another publisher took it
+                pass
         os.makedirs(stage)
         return number, stage
 
@@ -138,11 +153,21 @@ class Generations:
         return [n for n, _, record in present if n != current and n not in newest
                 and (cutoff is None or record.get("created", 0.0) < cutoff)]
 
-    def prune(self, selected):
-        """Remove the generations ``selected`` (never the current one); return those removed."""
+    def prune(self, selected, spare=False):
+        """Remove the generations ``selected`` (never the current one); return those removed. ``spare``:
+        the newest of them becomes the spare (see the module docstring) unless there is one already."""
         current = self.current()
         removed = [n for n in selected if n != current]
-        remove_generations(self.directory, removed)
+        deleted = removed
+        spare_dir = os.path.join(self.directory, SPARE)
+        if spare and removed and not os.path.lexists(spare_dir):
+            os.rename(self.path(removed[-1]), spare_dir)   # one step: a generation, then not one
+            try:
+                os.unlink(os.path.join(spare_dir, self.record))   # nor a GC root (until then: one too many)
+            except FileNotFoundError:
+                pass
+            deleted = removed[:-1]
+        remove_generations(self.directory, deleted)
         return removed
 
     def remove_leftovers(self, all_staging=False):

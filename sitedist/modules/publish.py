@@ -15,6 +15,8 @@ Layout of ``modules.root``::
                                     lmod/Core/zlib -> ../../../../content/<digest> (a hard link of
                                     links/<digest>.4 where the file system allows it)
     generations/<N>/catalog/        the catalog page of this tree
+    generations/.spare/             the directory of the generation pruned last: not a generation, not a
+                                    GC root; the next publish starts its trees from it
     current -> generations/<N>      switched by one rename: users see the old tree or the new one
     lmod -> current/lmod            stable: what users put in MODULEPATH (hierarchical: lmod/Core)
     tcl -> current/tcl
@@ -40,6 +42,12 @@ generation. Creating a symlink allocates an inode, which on ext4 costs 40-400 us
 them: 0.2-2 s, varying from minute to minute on this project's VMs), while a hard link only adds a
 directory entry (5,000: 0.08 s). Where linking is refused (a file system without hard links, another
 admin's inode under ``fs.protected_hardlinks``, a full link count), the publish makes plain symlinks.
+
+Most publishes change a few names of thousands, and each also prunes the oldest generation. So the pruned
+generation's directory is not deleted but kept as ``generations/.spare`` (its manifest removed), and the
+next publish renames it to its staging directory: it reads each link there (a ``readlink``, no inode
+made) and keeps those pointing where the new tree's must, removes everything else (whatever it is) and
+makes only the missing links. Nothing in the spare is trusted: the committed tree is what the plan says.
 """
 
 import hashlib
@@ -93,6 +101,7 @@ class PublishResult:
     written_dirs: int = 0    # content directories written (one per changed module name and format)
     linked_dirs: int = 0     # content directories reused from kept generations
     links: int = 0           # symbolic links the new generation's trees are made of
+    made_links: int = 0      # of those, the ones made (not kept from the pruned generation it reuses)
     removed_dirs: int = 0    # content directories removed (no kept generation lists them)
     lmod_cache: dict = None  # with modules.lmod_cache: what its refresh did (fields of lmod_cache.CacheRefresh)
 
@@ -176,7 +185,8 @@ def publish(entries, config, lock=nullcontext()):
                                  modulepath=modulepath_roots(config))
         plan = plan_tree(entries, config)
         renderer.keep_compiled(os.path.join(root, COMPILED))
-        number, stage = generations.stage()
+        number, stage = generations.stage(reuse=True)   # a pruned generation's directory, if one is kept
+        _clear_except(stage, [FORMATS[fmt][0] for fmt in formats])
         manifest = {
             "generation": number, "created": time.time(), "inputs": digest, "layout": plan.layout,
             "formats": formats, "modules": len(plan.modules), "lmod_cache": config.get("lmod_cache"),
@@ -337,21 +347,51 @@ class _Tree:
 
     def _write_links(self, tree, links):
         """The tree of one format: its level directories, and the links [(path, digest)] of the module
-        names that are not inside another one's directory."""
+        names that are not inside another one's directory. In a reused stage (a pruned generation's
+        directory) the tree is there already: what differs is removed, what is missing made."""
         top = os.path.join(self.stage, tree)
+        content = f"{CONTENT}/"
+        todo = {}
+        for path, d in links:
+            up = path.count("/") + 3
+            todo[path] = ("../" * up + content + d, f"{d}.{up}")
+        levels = set(self.plan.levels)
+        if os.path.isdir(top):
+            dirs = levels.union(*(_ancestors(path) for path in todo))
+            self._reconcile(top, "", todo, dirs)
         made = set()
-        for level in self.plan.levels:
+        for level in levels:
             os.makedirs(os.path.join(top, level), exist_ok=True)
             made.add(level)
-        content = f"{CONTENT}/"
-        for path, d in links:
+        for path, (target, key) in todo.items():
             level = path.rpartition("/")[0]   # '' (flat) or the level and the head of a name with '/'
             if level not in made:
                 os.makedirs(os.path.join(top, level), exist_ok=True)
                 made.add(level)
-            up = path.count("/") + 3
-            self._link("../" * up + content + d, f"{d}.{up}", f"{top}/{path}")
+            self._link(target, key, f"{top}/{path}")
         self.result.links += len(links)
+        self.result.made_links += len(todo)
+
+    def _reconcile(self, directory, rel, todo, dirs):
+        """Keep what is right under ``directory`` (``rel`` in the tree): a symlink at a path of ``todo``
+        (path -> (target, key)) pointing at its target, which is then taken off ``todo``, and the
+        directories ``dirs`` holding such paths; remove anything else."""
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                path = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_symlink():
+                    want = todo.get(path)
+                    if want is not None and os.readlink(entry.path) == want[0]:
+                        del todo[path]
+                        continue
+                    os.unlink(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    if path in dirs:
+                        self._reconcile(entry.path, path, todo, dirs)
+                    else:
+                        shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
 
     def _link(self, target, key, dest):
         """Make ``dest`` a symlink to ``target``: a hard link of ``links/<key>`` (made now if missing), or
@@ -496,7 +536,19 @@ def _write_json(path, data):
 def _prune(gens, current, keep):
     """Remove all but the newest ``keep`` generations and ``current``."""
     generations = _generations(os.path.dirname(gens))
-    return generations.prune([n for n in generations.select_pruned(keep=keep) if n != current])
+    return generations.prune([n for n in generations.select_pruned(keep=keep) if n != current], spare=True)
+
+
+def _clear_except(stage, trees):
+    """Empty a staging directory but for the directories named in ``trees`` (a reused stage's trees, which
+    the publish then corrects link by link)."""
+    with os.scandir(stage) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name not in trees:
+                    shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
 
 
 def switch_generation(root, number, lock=nullcontext()):
