@@ -4,6 +4,9 @@ then switch the link and flush its directory; a build's directories reach the di
 Spies on os.fsync, os.rename and os.replace record the order; nothing is built or spawned."""
 
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -145,3 +148,29 @@ def test_a_builds_directories_reach_the_disk_before_its_manifest(tmp_path, spy):
     assert directories <= flushed_before, sorted(directories - flushed_before)
     marker = os.path.join(prefix, ".sitedist", "complete")
     assert [e for e in spy if e[0] == "replace" and e[-1] == marker], "the marker is written last, by rename"
+
+
+STAGE = ("import os, sys\nsys.path.insert(0, sys.argv[2])\nfrom sitedist.core.generations import Generations\n"
+         "number, stage = Generations(sys.argv[1], sys.argv[1] + '/current', 'record.json').stage(reuse=True)\n"
+         "print(sorted(os.listdir(stage)))\n")
+
+
+def test_a_spare_that_another_admin_made_is_left_alone(tmp_path):
+    """stage(reuse=True) takes the spare only where this process may change every directory in it: a
+    publisher who could not remove another admin's links starts from an empty stage instead."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to act as another admin")
+    gens = tmp_path / "generations"
+    (gens / ".spare" / "lmod" / "Core").mkdir(parents=True)
+    (gens / ".spare" / "lmod" / "Core" / "zlib").symlink_to("../../../content/abc")
+    os.chmod(gens, 0o777)   # both may stage here; the spare's directories are root's, mode 0755
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    other = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
+                            sys.executable, "-c", STAGE, str(gens), repo], capture_output=True, text=True)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.strip() == "[]"   # a new, empty stage
+    assert os.path.islink(gens / ".spare" / "lmod" / "Core" / "zlib")   # the spare untouched
+    mine = subprocess.run([sys.executable, "-c", STAGE, str(gens), repo], capture_output=True, text=True)
+    assert mine.returncode == 0 and mine.stdout.strip() == "['lmod']", mine.stderr   # its owner takes it
+    assert not (gens / ".spare").exists()

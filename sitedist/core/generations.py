@@ -100,12 +100,13 @@ class Generations:
 
     def stage(self, reuse=False):
         """(number, staging directory) of a new generation, the directory created empty; with ``reuse``,
-        the spare a prune kept, if there is one, renamed to it as it is (the view makes it what it must be:
-        nothing in it is trusted)."""
+        the spare a prune kept, if there is one that this process may change throughout (another admin's
+        is left alone), renamed to it as it is (the view makes it what it must be: nothing in it is
+        trusted)."""
         number = max(self.numbers(), default=0) + 1
         stage = os.path.join(self.directory, f".staging-{number}-{os.getpid()}")
         spare = os.path.join(self.directory, SPARE)
-        if reuse and os.path.isdir(spare):
+        if reuse and os.path.isdir(spare) and _changeable(spare):
             try:
                 os.rename(spare, stage)
                 return number, stage
@@ -201,6 +202,18 @@ def _remove_stale_tmp(link):
                 os.unlink(os.path.join(directory, name))
             except OSError:
                 pass
+
+
+def _changeable(path):
+    """Whether this process may add and remove entries in ``path`` and every directory below it."""
+    if not os.access(path, os.W_OK | os.X_OK):
+        return False
+    try:
+        with os.scandir(path) as entries:
+            below = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return False
+    return all(_changeable(d) for d in below)
 
 
 def remove_generations(gens_dir, numbers_):
