@@ -106,7 +106,7 @@ class Generations:
         number = max(self.numbers(), default=0) + 1
         stage = os.path.join(self.directory, f".staging-{number}-{os.getpid()}")
         spare = os.path.join(self.directory, SPARE)
-        if reuse and os.path.isdir(spare) and _changeable(spare):
+        if reuse and not os.path.islink(spare) and os.path.isdir(spare) and _changeable(spare):
             try:
                 os.rename(spare, stage)
                 return number, stage
