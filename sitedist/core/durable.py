@@ -1,14 +1,57 @@
-"""Flushing to disk before a rename makes something visible: one place for what every switch needs.
+"""Making something visible by a rename, and flushing it to disk first: one place for what every switch needs.
 
-A rename is atomic but not durable by itself: after a power cut the new name can point at a file whose
-data, or a directory whose entries, never reached the disk. So whatever a rename publishes (a
-generation, an artifact's manifest and marker) is flushed first (:func:`flush_tree`), and the directory
-holding the new name is flushed after (:func:`fsync_dir`).
+:func:`write_atomic` writes a file by rename: a reader sees the old file or the new one, never half of
+one. A rename is atomic but not durable by itself: after a power cut the new name can point at a file
+whose data, or a directory whose entries, never reached the disk. So whatever a rename publishes (a
+generation, an artifact's manifest and marker) is flushed first (``durable=True``, :func:`flush_tree`),
+and the directory holding the new name is flushed after (:func:`fsync_dir`).
 """
 
 import ctypes
 import errno
 import os
+import time
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def write_atomic(path, data, *, mode=None, durable=False):
+    """Write ``data`` (bytes or str, UTF-8; or a list of such pieces, written one after the other) to
+    ``path`` by a rename: a reader sees the old file or the new one, never half of one.
+
+    The temporary file ``<path>.tmp-<pid>-<ns>`` (a name ``sitedist verify`` reports when a killed
+    process left it) is always a new file (``O_EXCL | O_NOFOLLOW``): never a link or a file someone
+    placed at that name, never one another thread or process is writing (then another name is taken). It
+    is removed when writing fails, so ``path`` keeps its old content and nothing is left beside it.
+
+    ``mode``: the file's exact permissions whatever the umask (it is never wider while being written);
+    without it, as ``open()`` makes files (0666 less the umask). ``durable``: its data is flushed to disk
+    before the rename (a power cut leaves the old file or the whole new one)."""
+    for _ in range(100):
+        tmp = f"{path}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            fd = os.open(tmp, _CREATE, 0o666 if mode is None else mode)
+            break
+        except FileExistsError:   # a link or file planted there, or another thread's same instant
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, "no free temporary name beside the file", path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if mode is not None:
+                os.fchmod(fd, mode)
+            for piece in data if isinstance(data, list) else [data]:
+                f.write(piece.encode() if isinstance(piece, str) else piece)
+            if durable:
+                f.flush()
+                os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def fsync_dir(path):
