@@ -11,12 +11,13 @@ import os
 import pickle
 import pwd
 import subprocess
+import types
 import uuid
 
 import pytest
 
 from conftest import run_cli, write
-from sitedist.core import trust
+from sitedist.core import durable, trust
 from storetools import synthetic
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="making a second user needs root")
@@ -92,16 +93,18 @@ def test_open_private_refuses_what_others_can_write(tmp_path, other):
         trust.open_private(str(tmp_path / "link"))
 
 
-def test_write_private_does_not_follow_a_planted_link(tmp_path):
+def test_write_private_does_not_follow_a_planted_link(tmp_path, monkeypatch):
     victim = tmp_path / "victim"
     victim.write_text("precious")
     target = tmp_path / "cache.json"
-    os.symlink(victim, f"{target}.{os.getpid()}.tmp")
-    with pytest.raises(OSError):
+    monkeypatch.setattr(durable, "time", types.SimpleNamespace(monotonic_ns=iter([7, 8]).__next__))
+    os.symlink(victim, f"{target}.tmp-{os.getpid()}-7")   # at the first temporary name it takes
+    old = os.umask(0)   # private whatever the umask
+    try:
         trust.write_private(str(target), b"new")
-    assert victim.read_text() == "precious"
-    os.unlink(f"{target}.{os.getpid()}.tmp")
-    trust.write_private(str(target), b"new")
+    finally:
+        os.umask(old)
+    assert victim.read_text() == "precious" and os.readlink(f"{target}.tmp-{os.getpid()}-7") == str(victim)
     assert target.read_bytes() == b"new" and (os.stat(target).st_mode & 0o777) == 0o600
 
 

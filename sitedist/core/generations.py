@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 
-from sitedist.core.durable import flush_tree, fsync_dir
+from sitedist.core.durable import flush_tree, fsync_dir, write_atomic
 from sitedist.core.processes import pid_alive
 
 
@@ -119,13 +119,10 @@ class Generations:
         """Write the record of the generation being staged in ``stage``: from now on a GC root."""
         path = os.path.join(stage, self.record)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp"
         # a key per line, each value on one (indent= takes json's pure-Python encoder: 10 ms for a
         # module tree's 10,000 prefixes, against 1 ms)
         text = ",\n".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in record.items())
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("{\n" + text + "\n}\n")
-        os.replace(tmp, path)
+        write_atomic(path, "{\n" + text + "\n}\n")
 
     def commit(self, stage, number):
         """Make the staged generation ``number`` durable and give it its number; return its path."""

@@ -14,7 +14,7 @@ Files next to ``P`` (all in the lock's own directory, the only place a lock ever
     P                 the lock: an empty file; its identity (inode, mtime) names the holding
     P.info            JSON holder info: pid, host, machine, start, user, what, since, beat, token, lock
     P.takeover        short-lived guard, held while a stale ``P`` is being removed
-    P.info.<t>.tmp    the info being written (renamed onto ``P.info``)
+    P.info.tmp-<p>-<n> the info being written (renamed onto ``P.info``)
     P.stale.<t>       a stale file being removed
 
 Holder info. Right after creating ``P`` the holder writes ``P.info`` (tmp + rename, so it is never
@@ -63,6 +63,7 @@ from typing import Callable, Optional
 
 import psutil
 
+from sitedist.core.durable import write_atomic
 from sitedist.core.processes import pid_alive
 from sitedist.errors import LockError, StoreError
 
@@ -335,16 +336,7 @@ class StoreLock:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "machine": _machine(),
                 "start": psutil.Process().create_time(), "user": _user(), "what": self.what,
                 "since": _iso(now), "beat": self.heartbeat, "token": self.token, "lock": self._identity}
-        tmp = f"{self.path}.info.{self.token}.tmp"
-        try:
-            with open(tmp, "w") as f:
-                os.fchmod(f.fileno(), MODE)
-                json.dump(info, f)
-            os.replace(tmp, self.path + ".info")
-        except OSError:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(self.path + ".info", json.dumps(info), mode=MODE)
 
     def _beat(self, stop):
         """Touch P.info every ``heartbeat`` seconds while held; stop if someone took the lock over."""

@@ -30,7 +30,7 @@ import socket
 import stat
 import time
 
-from sitedist.core.durable import flush_tree, fsync_dir, fsync_file
+from sitedist.core.durable import flush_tree, fsync_dir, fsync_file, write_atomic
 from sitedist.core.hashing import ID_LENGTH, file_sha256
 from sitedist.core.names import NAME, VERSION
 from sitedist.errors import StoreError
@@ -237,12 +237,8 @@ class Store:
         os.chmod(path, mode)
 
     def write_json_atomic(self, path, data):
-        tmp = f"{path}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        """Write the store's JSON (spec, manifest, marker, GC roots, history) by rename, flushed to disk first."""
+        write_atomic(path, json.dumps(data, indent=1, sort_keys=True), durable=True)
 
     def prepare_prefix(self, prefix):
         """Under the artifact's lock: remove what an interrupted build left, create the directory."""

@@ -15,6 +15,8 @@ import logging
 import os
 import stat
 
+from sitedist.core.durable import write_atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -99,17 +101,5 @@ def open_private(path, mode="r", **kwargs):
 def write_private(path, data):
     """Write ``data`` (bytes, or a list of bytes-like pieces written one after the other) to ``path``
     atomically, as a new file of mode 0600 (never through a link or into a file someone placed at the
-    temporary name)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for piece in data if isinstance(data, list) else [data]:
-                f.write(piece)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    temporary name: :func:`sitedist.core.durable.write_atomic`)."""
+    write_atomic(path, data, mode=0o600)
