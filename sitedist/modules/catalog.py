@@ -21,6 +21,7 @@ from collections import defaultdict
 
 from markupsafe import Markup
 
+from sitedist.core.durable import write_atomic
 from sitedist.core.store import META, MARKER
 from sitedist.core.versions import version_key
 from sitedist.errors import ModulesError
@@ -311,12 +312,7 @@ def _write_files(directory, files):
     os.makedirs(directory, exist_ok=True)
     os.chmod(directory, 0o755)
     for name, text in files:
-        path = os.path.join(directory, name)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        write_atomic(os.path.join(directory, name), text, mode=0o644)
 
 
 def copy_published(root, dest=None):

@@ -31,12 +31,14 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
+from sitedist.core.durable import write_atomic
 from sitedist.errors import ModulesError
 from sitedist.modules.render import lua_string
 
 LMODRC = "lmodrc.lua"
 INDEX = "sitedist-index.json"   # where each name's entries are in spiderT.lua (see the module docstring)
 CACHE = "spiderT.lua"
+MODE = 0o644   # of every file in the cache directory, whatever the umask: every user's Lmod reads them
 
 _LMOD_CACHE_SCRIPT = "update_lmod_system_cache_files"
 _LMOD_DIRS = ("/usr/share/lmod/lmod/libexec", "/opt/apps/lmod/lmod/libexec", "/usr/local/lmod/lmod/libexec")
@@ -130,7 +132,7 @@ def write_lmodrc(cache_dir):
                 return
     except FileNotFoundError:
         pass
-    _write_atomic(path, text.encode())
+    write_atomic(path, text, mode=MODE)
 
 
 def cache_stale(current, cache_dir):
@@ -182,7 +184,7 @@ def _write_index(cache_dir, path, mpath, script, tree, items, luac, openers):
     st = os.stat(path)
     index = {"identity": _lmod_identity(script), "mpath": mpath, "file": [st.st_size, st.st_mtime_ns, st.st_ino],
              "luac": luac, "names": tree, "openers": openers, "items": items}
-    _write_atomic(os.path.join(cache_dir, INDEX), json.dumps(index, separators=(",", ":")).encode())
+    write_atomic(os.path.join(cache_dir, INDEX), json.dumps(index, separators=(",", ":")), mode=MODE)
 
 
 def _splice(cache_dir, mpath, script, names):
@@ -232,7 +234,7 @@ def _splice(cache_dir, mpath, script, names):
         raise _Unsplittable(f"{path} changed while read")
     out, items = _join(index["items"], data, new, text, spidered | removed)
     _touch(stamp + ".new")   # older than the cache files: Lmod trusts a cache newer than its timestamp
-    _write_atomic(path, out)
+    write_atomic(path, out, mode=MODE)
     for ver, exe in luacs:   # compiled from the file in place, as update_lmod_system_cache_files does
         compiled = f"{path[:-4]}.luac_{ver}"
         proc = subprocess.run([exe, "-o", f"{compiled}.tmp{os.getpid()}", path], capture_output=True,
@@ -240,7 +242,7 @@ def _splice(cache_dir, mpath, script, names):
         if proc.returncode != 0:
             _remove(f"{compiled}.tmp{os.getpid()}")
             raise _Unsplittable(f"{exe} failed: {proc.stderr.decode(errors='replace')[-300:]}")
-        os.chmod(f"{compiled}.tmp{os.getpid()}", 0o644)
+        os.chmod(f"{compiled}.tmp{os.getpid()}", MODE)
         os.replace(f"{compiled}.tmp{os.getpid()}", compiled)
     os.replace(stamp + ".new", stamp)
     _write_index(cache_dir, path, mpath, script, tree, items, index["luac"], index.get("openers", []))
@@ -492,7 +494,7 @@ def _touch(path):
     _remove(path)
     with open(path, "wb"):
         pass
-    os.chmod(path, 0o644)
+    os.chmod(path, MODE)
 
 
 def _remove(path):
@@ -500,12 +502,3 @@ def _remove(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _write_atomic(path, data):
-    """Write ``path`` by a rename: a reader sees the old file or the new one, never half of one."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)   # every user's Lmod reads it
-    os.replace(tmp, path)

@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sitedist.core import forked
-from sitedist.core.durable import flush_tree, fsync_dir, sync_filesystem
+from sitedist.core.durable import flush_tree, fsync_dir, sync_filesystem, write_atomic
 from sitedist.core.generations import Generations, point
 from sitedist.errors import ModulesError
 from sitedist.modules import catalog
@@ -204,7 +204,7 @@ def publish(entries, config, lock=nullcontext()):
                 previous = os.path.join(gens, str(current), catalog.CATALOG) if current else None
                 catalog.write_catalog(plan, config, os.path.join(stage, catalog.CATALOG), renderer, number,
                                       previous, salt=code + renderer.digest, reprs=reprs, groups=tree.texts)
-            _write_json(os.path.join(stage, NAMES), names)
+            write_atomic(os.path.join(stage, NAMES), json.dumps(names, separators=(",", ":")))
             generations.commit(stage, number)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
@@ -524,13 +524,6 @@ def _read_json(path):
     except (OSError, ValueError) as err:
         raise ModulesError(f"{path} is unreadable ({err}); the module tree is damaged: remove that "
                            "generation and publish again") from None
-
-
-def _write_json(path, data):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(data, separators=(",", ":")))   # one write (json.dump writes each token)
-    os.replace(tmp, path)
 
 
 def _prune(gens, current, keep):
