@@ -81,7 +81,7 @@ elif point == "marker-done":
     wrap(os, "replace", after=marker)
 elif point == "report":
     import sitedist.build.report as report
-    wrap(report, "_write_atomic", before=lambda path, text: path.endswith(".html") and "latest" not in path)
+    wrap(report, "write_atomic", before=lambda path, text: path.endswith(".html") and "latest" not in path)
 elif point == "render":
     from sitedist.modules.render import Renderer
     calls = []

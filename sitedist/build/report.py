@@ -15,6 +15,7 @@ import os
 import time
 
 from sitedist.build.progress import format_duration
+from sitedist.core.durable import write_atomic
 from sitedist.errors import StoreError
 
 FORMAT = 1
@@ -29,8 +30,8 @@ def write_report(reports_dir, result, meta: dict) -> dict:
     paths = {}
     for ext, text in texts.items():
         paths[ext] = os.path.join(reports_dir, f"{name}.{ext}")
-        _write_atomic(paths[ext], text)
-        _write_atomic(os.path.join(reports_dir, f"latest.{ext}"), text)
+        write_atomic(paths[ext], text)
+        write_atomic(os.path.join(reports_dir, f"latest.{ext}"), text)
     return paths
 
 
@@ -155,13 +156,6 @@ def _reserve(directory, stamp):
         except FileExistsError:
             continue
     raise StoreError(f"too many build reports named {stamp}* in {directory}")
-
-
-def _write_atomic(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # --- HTML -----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import time
 
 from sitedist.cache import keys, layout
 from sitedist.cache.relocate import scan
+from sitedist.core.durable import write_atomic
 from sitedist.core.locks import StoreLock
 from sitedist.core.store import META, Store
 from sitedist.errors import CacheError
@@ -21,21 +22,12 @@ from sitedist.errors import CacheError
 COMPRESSLEVEL = 6
 
 
-def _write_atomic(path, data):
-    tmp = f"{path}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def init_cache(dest):
     for sub in ("", "archives", "manifests", "tmp", "locks"):
         os.makedirs(os.path.join(dest, sub), exist_ok=True)
     info = os.path.join(dest, layout.INFO)
     if not os.path.exists(info):
-        _write_atomic(info, json.dumps({"format": layout.FORMAT}).encode())
+        write_atomic(info, json.dumps({"format": layout.FORMAT}), durable=True)
     else:
         try:
             with open(info, encoding="utf-8") as f:
@@ -146,13 +138,13 @@ def push(dest, prefixes, secret=None, on_wait=None):
                 if os.path.exists(tmp):
                     os.unlink(tmp)
             wrapped = {"manifest": manifest, "signatures": [keys.sign(manifest, secret)] if secret else []}
-            _write_atomic(os.path.join(dest, layout.manifest_path(aid)),
-                          json.dumps(wrapped, indent=1, sort_keys=True).encode())
+            write_atomic(os.path.join(dest, layout.manifest_path(aid)), json.dumps(wrapped, indent=1, sort_keys=True),
+                         durable=True)
             entry = {"name": spec["name"], "version": spec["version"], "manifest": layout.manifest_path(aid),
                      "archive": layout.archive_path(aid), "sha256": sha, "size": size}
             with StoreLock(os.path.join(dest, "locks", "index.lock"), what="updating the index", on_wait=on_wait):
                 index = read_index(dest)
                 index.setdefault("entries", {})[aid] = entry
-                _write_atomic(os.path.join(dest, layout.INDEX), json.dumps(index, sort_keys=True).encode())
+                write_atomic(os.path.join(dest, layout.INDEX), json.dumps(index, sort_keys=True), durable=True)
             out[aid] = "pushed"
     return out

@@ -17,6 +17,7 @@ import sys
 import time
 
 from sitedist.build.scheduler import JobContext
+from sitedist.core.durable import write_atomic
 from sitedist.errors import BuildError, ConfigError, SitedistError
 from sitedist.host.probe import ProbeReport
 from sitedist.ops.sync import fetch_or_build, load, make_builder, use_caches
@@ -61,10 +62,7 @@ def build_one(config_path, key, prefix, jobs, probe_path, result_path, cache_mod
     finally:
         signal.signal(signal.SIGTERM, previous)
         outcome["finished"] = time.time()
-        tmp = f"{result_path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(outcome, f)
-        os.replace(tmp, result_path)
+        write_atomic(result_path, json.dumps(outcome))
 
 
 def _build(config_path, key, prefix, jobs, probe_path, job, node, cache_mode, out):

@@ -24,6 +24,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 
+from sitedist.core.durable import write_atomic
 from sitedist.core.hashing import artifact_id
 from sitedist.errors import ConfigError
 
@@ -156,10 +157,7 @@ def write(path, lock):
                 return False
     except OSError:
         pass
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
     return True
 
 
