@@ -155,22 +155,44 @@ STAGE = ("import os, sys\nsys.path.insert(0, sys.argv[2])\nfrom sitedist.core.ge
          "print(sorted(os.listdir(stage)))\n")
 
 
-def test_a_spare_that_another_admin_made_is_left_alone(tmp_path):
-    """stage(reuse=True) takes the spare only where this process may change every directory in it: a
-    publisher who could not remove another admin's links starts from an empty stage instead."""
+def test_a_spare_is_reused_only_by_the_user_who_made_it(tmp_path):
+    """stage(reuse=True) takes the spare only where this process owns every directory in it and nobody
+    else may write there: otherwise (another admin's spare, root facing a user's, a directory others may
+    write) it starts from an empty stage and leaves the spare alone. Root is no exception: a tree root
+    publishes must not be one another user can change."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to act as another admin")
-    gens = tmp_path / "generations"
-    (gens / ".spare" / "lmod" / "Core").mkdir(parents=True)
-    (gens / ".spare" / "lmod" / "Core" / "zlib").symlink_to("../../../content/abc")
-    os.chmod(gens, 0o777)   # both may stage here; the spare's directories are root's, mode 0755
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    other = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                            "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
-                            sys.executable, "-c", STAGE, str(gens), repo], capture_output=True, text=True)
-    assert other.returncode == 0, other.stderr
-    assert other.stdout.strip() == "[]"   # a new, empty stage
-    assert os.path.islink(gens / ".spare" / "lmod" / "Core" / "zlib")   # the spare untouched
-    mine = subprocess.run([sys.executable, "-c", STAGE, str(gens), repo], capture_output=True, text=True)
-    assert mine.returncode == 0 and mine.stdout.strip() == "['lmod']", mine.stderr   # its owner takes it
-    assert not (gens / ".spare").exists()
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+dac_read_search",
+              "--ambient-caps=+dac_read_search"]
+
+    def make_spare(gens, owner):
+        (gens / ".spare" / "lmod" / "Core").mkdir(parents=True)
+        (gens / ".spare" / "lmod" / "Core" / "zlib").symlink_to("../../../content/abc")
+        for d in (gens / ".spare", gens / ".spare" / "lmod", gens / ".spare" / "lmod" / "Core"):
+            os.chown(d, owner, owner)
+
+    def stage(gens, as_user=()):
+        proc = subprocess.run([*as_user, sys.executable, "-c", STAGE, str(gens), repo], capture_output=True,
+                              text=True, umask=0o022)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    for owner, who, taker in ((0, "root's", nobody), (65534, "a user's", [])):
+        gens = tmp_path / f"generations-{owner}"
+        gens.mkdir()
+        os.chmod(gens, 0o1777)   # both may stage here (sticky: each may rename only their own entries)
+        make_spare(gens, owner)
+        assert stage(gens, taker) == "[]", who   # a new, empty stage
+        assert os.path.islink(gens / ".spare" / "lmod" / "Core" / "zlib"), who   # the spare untouched
+        assert stage(gens, nobody if owner else []) == "['lmod']", who   # its owner takes it
+        assert not (gens / ".spare").exists()
+
+    # one's own spare with a directory others may write: not taken either
+    gens = tmp_path / "generations-mine"
+    gens.mkdir()
+    make_spare(gens, 0)
+    os.chmod(gens / ".spare" / "lmod", 0o777)
+    assert stage(gens) == "[]"
+    os.chmod(gens / ".spare" / "lmod", 0o755)
+    assert stage(gens) == "['lmod']"

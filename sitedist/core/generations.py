@@ -25,6 +25,7 @@ So after a power cut the link points at a complete generation, the old one or th
 import json
 import os
 import shutil
+import stat
 import time
 
 from sitedist.core.durable import flush_tree, fsync_dir, write_atomic
@@ -100,18 +101,23 @@ class Generations:
 
     def stage(self, reuse=False):
         """(number, staging directory) of a new generation, the directory created empty; with ``reuse``,
-        the spare a prune kept, if there is one that this process may change throughout (another admin's
-        is left alone), renamed to it as it is (the view makes it what it must be: nothing in it is
-        trusted)."""
+        the spare a prune kept, if this process made it (see :func:`_own_tree`: another admin's is left
+        alone), renamed to it as it is (the view makes it what it must be: nothing in it is trusted)."""
         number = max(self.numbers(), default=0) + 1
         stage = os.path.join(self.directory, f".staging-{number}-{os.getpid()}")
         spare = os.path.join(self.directory, SPARE)
-        if reuse and not os.path.islink(spare) and os.path.isdir(spare) and _changeable(spare):
+        if reuse and _own_tree(spare, current_umask()):
             try:
                 os.rename(spare, stage)
-                return number, stage
-            except FileNotFoundError:   # another publisher took it
+            except OSError:   # another publisher took it; a sticky directory refuses it: a new stage
                 pass
+            else:
+                if _own_tree(stage, current_umask(), below=False):   # still what was checked, not a swapped-in link
+                    return number, stage
+                if os.path.islink(stage):
+                    os.unlink(stage)
+                else:   # removed by the next remove_leftovers
+                    os.rename(stage, os.path.join(self.directory, f".trash-spare-{os.getpid()}"))
         os.makedirs(stage)
         return number, stage
 
@@ -201,16 +207,31 @@ def _remove_stale_tmp(link):
                 pass
 
 
-def _changeable(path):
-    """Whether this process may add and remove entries in ``path`` and every directory below it."""
-    if not os.access(path, os.W_OK | os.X_OK):
-        return False
+def _own_tree(path, umask, below=True):
+    """Whether ``path`` and (``below``) every directory under it is a directory (not a link) this process
+    owns, writable by nobody else beyond what the umask lets it give: what a stage of its own would be.
+    Root owns what root made, like anyone: it never takes a directory another user could change."""
     try:
-        with os.scandir(path) as entries:
-            below = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        st = os.lstat(path)
     except OSError:
         return False
-    return all(_changeable(d) for d in below)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022 & umask:
+        return False
+    if not below:
+        return True
+    try:
+        with os.scandir(path) as entries:
+            under = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return False
+    return all(_own_tree(d, umask) for d in under)
+
+
+def current_umask():
+    """This process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_generations(gens_dir, numbers_):

@@ -45,7 +45,8 @@ admin's inode under ``fs.protected_hardlinks``, a full link count), the publish 
 
 Most publishes change a few names of thousands, and each also prunes the oldest generation. So the pruned
 generation's directory is not deleted but kept as ``generations/.spare`` (its manifest removed), and the
-next publish renames it to its staging directory: it reads each link there (a ``readlink``, no inode
+next publish by the same user (``Generations.stage``: only a spare it owns that nobody else may change)
+renames it to its staging directory: it reads each link there (a ``readlink``, no inode
 made) and keeps those pointing where the new tree's must, removes everything else (whatever it is) and
 makes only the missing links. Nothing in the spare is trusted: the committed tree is what the plan says.
 """
@@ -62,7 +63,7 @@ from pathlib import Path
 
 from sitedist.core import forked
 from sitedist.core.durable import flush_tree, fsync_dir, sync_filesystem, write_atomic
-from sitedist.core.generations import Generations, point
+from sitedist.core.generations import Generations, current_umask, point
 from sitedist.errors import ModulesError
 from sitedist.modules import catalog
 from sitedist.modules.lmod_cache import cache_stale, refresh_lmod_cache
@@ -233,7 +234,7 @@ class _Tree:
         self.links = os.path.join(root, LINKS)
         self.hardlinks = True                    # until the file system refuses one (_link)
         self.code = code
-        self.fix_mode = bool(_umask() & 0o055)   # users must read the tree whatever the publisher's umask
+        self.fix_mode = bool(current_umask() & 0o055)   # users must read the tree whatever the publisher's umask
         self.contexts = {}                       # id(planned module) -> its context in the first format
         self.texts = {}                          # (level, name) -> digest of its planned modules and .modulerc
 
@@ -469,12 +470,6 @@ def _sweep(root, kept):
             except OSError:   # gone, or something sitedist did not make there: left alone
                 pass
     return removed
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _point(link, target):
