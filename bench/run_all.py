@@ -10,6 +10,7 @@ besides what the benchmarks themselves keep (bench_sync's store cache under $TMP
 
 import importlib
 import operator
+import os
 import sys
 import time
 import traceback
@@ -123,6 +124,9 @@ def run(names):
     """Rows of (figure, value, target, verdict) and whether every benchmark ran."""
     table, all_ran = [], True
     for name in names:
+        # what the benchmark before wrote reaches the disk now, not during this one (bench_hashing's 1 GiB
+        # file, written back after it is deleted, made the next full publish's disk 4x slower)
+        os.sync()
         print(f"running {name} ...", file=sys.stderr, flush=True)
         began = time.perf_counter()
         try:
