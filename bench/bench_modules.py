@@ -66,7 +66,8 @@ def fs_baseline(directory, tree):
         shutil.rmtree(base)
 
 
-def main(n=10_000, directory=None):
+def measure(n=10_000, directory=None):
+    """The figures of one tree of n modules (see the module docstring)."""
     entries = synthetic_entries(n)
     root = tempfile.mkdtemp(prefix="bench-modules-", dir=directory)
     try:
@@ -119,6 +120,19 @@ def main(n=10_000, directory=None):
         "full_links": full.links, "fs_baseline_s": round(t_fs, 3),
         "generation_overhead_s": round(t_full - t_fs, 3),
     }
+    return figures
+
+
+def main(n=10_000, directory=None, small=1_000):
+    """measure(n), with the full and one-change publishes of a tree of ``small`` modules too (keys ending in
+    ``_1k`` for 1,000) and the growth from that to n (``_growth``), as issue 13 asks for each figure."""
+    figures = measure(n, directory)
+    if small and small < n:
+        tag = f"_{small // 1000}k" if small % 1000 == 0 else f"_{small}"
+        few = measure(small, directory)
+        for key in ("full_publish_s", "one_changed_republish_s", "one_changed_cpu_s"):
+            figures[key + tag] = few[key]
+            figures[key + "_growth"] = round(figures[key] / few[key], 1)
     return figures
 
 
