@@ -54,6 +54,13 @@ def write_atomic(path, data, *, mode=None, durable=False):
         raise
 
 
+def current_umask():
+    """This process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def fsync_dir(path):
     """Flush a directory's entries (a rename in it) to disk; best effort where the filesystem refuses."""
     try:

@@ -28,7 +28,7 @@ import shutil
 import stat
 import time
 
-from sitedist.core.durable import flush_tree, fsync_dir, write_atomic
+from sitedist.core.durable import current_umask, flush_tree, fsync_dir, write_atomic
 from sitedist.core.processes import pid_alive
 
 
@@ -106,13 +106,14 @@ class Generations:
         number = max(self.numbers(), default=0) + 1
         stage = os.path.join(self.directory, f".staging-{number}-{os.getpid()}")
         spare = os.path.join(self.directory, SPARE)
-        if reuse and _own_tree(spare, current_umask()):
+        umask = current_umask() if reuse else None
+        if reuse and _own_tree(spare, umask):
             try:
                 os.rename(spare, stage)
             except OSError:   # another publisher took it; a sticky directory refuses it: a new stage
                 pass
             else:
-                if _own_tree(stage, current_umask(), below=False):   # still what was checked, not a swapped-in link
+                if _own_tree(stage, umask, below=False):   # still what was checked, not a swapped-in link
                     return number, stage
                 if os.path.islink(stage):
                     os.unlink(stage)
@@ -225,13 +226,6 @@ def _own_tree(path, umask, below=True):
     except OSError:
         return False
     return all(_own_tree(d, umask) for d in under)
-
-
-def current_umask():
-    """This process's umask (reading it means setting it: set back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def remove_generations(gens_dir, numbers_):

@@ -62,8 +62,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sitedist.core import forked
-from sitedist.core.durable import flush_tree, fsync_dir, sync_filesystem, write_atomic
-from sitedist.core.generations import Generations, current_umask, point
+from sitedist.core.durable import current_umask, flush_tree, fsync_dir, sync_filesystem, write_atomic
+from sitedist.core.generations import Generations, point
 from sitedist.errors import ModulesError
 from sitedist.modules import catalog
 from sitedist.modules.lmod_cache import cache_stale, refresh_lmod_cache
